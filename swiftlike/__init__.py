@@ -1,0 +1,18 @@
+"""swiftlike: fine-tune open LLMs through a plugin registry."""
+from .registry import hookimpl  # noqa: F401  (the marker plugins use: @swiftlike.hookimpl)
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Heavy APIs are imported on first use so `import swiftlike` (and `swiftlike --help`) stays fast.
+    lazy = {
+        "get_model_tokenizer": "swiftlike.models",
+        "get_template": "swiftlike.templates",
+        "inference": "swiftlike.infer",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'swiftlike' has no attribute {name!r}")

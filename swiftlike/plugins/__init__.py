@@ -1,0 +1,1 @@
+"""Built-in plugins (the catalog, tuners, hubs) and plugin-pack management."""
