@@ -72,11 +72,17 @@ class PluginManager(pluggy.PluginManager):
             return
         self._entry_points_loaded = True
         allowed = allowed_distributions()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        per_dist: dict[str, int] = {}
+        for ep in eps:
+            dist = ep.dist.name if ep.dist is not None else ep.name
+            per_dist[dist] = per_dist.get(dist, 0) + 1
+        for ep in eps:
             dist = ep.dist.name if ep.dist is not None else ep.name
             if allowed is not None and _normalize(dist) not in allowed:
                 continue
-            name = dist if ep.name == dist or _normalize(ep.name) == _normalize(dist) else f"{dist}:{ep.name}"
+            # A plugin is named after its distribution (what SWIFTLIKE_PLUGINS and pip use).
+            name = dist if per_dist[dist] == 1 else f"{dist}:{ep.name}"
             if self.has_plugin(name):
                 continue
             try:
@@ -101,3 +107,13 @@ def get_plugin_manager() -> PluginManager:
         _pm.load_builtins()
         _pm.load_entry_points()
     return _pm
+
+
+def reset_plugin_manager() -> None:
+    """Forget loaded plugins (tests; after installing a plugin in-process). The registry is rebuilt too."""
+    global _pm
+    _pm = None
+    _reported.clear()
+    from .core import reset_registry
+
+    reset_registry()

@@ -1,0 +1,3 @@
+from swiftlike.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""`swiftlike plugin install|uninstall|available`: community plugin packs by name."""
+from __future__ import annotations
+
+import click
+
+from ..registry import get_registry
+from .output import echo_json, echo_table
+
+
+@click.group()
+def plugin():
+    """Install and remove plugin packs (pip, into this interpreter's environment)."""
+
+
+@plugin.command("install")
+@click.argument("name")
+@click.option("--upgrade", "-U", is_flag=True, help="Upgrade if already installed.")
+def plugin_install(name, upgrade):
+    """Install NAME from the plugin index (sha256-verified when pinned) or a raw pip REQUIREMENT."""
+    from ..plugins import packs
+
+    res = packs.install(name, upgrade=upgrade, warn=lambda m: click.echo(m, err=True))
+    verified = " (sha256 verified)" if res.sha256 else ""
+    click.echo(f"installed {res.dist}{verified}; `swiftlike plugins list` shows what it registers")
+
+
+@plugin.command("uninstall")
+@click.argument("name")
+def plugin_uninstall(name):
+    """Uninstall a plugin pack by index name or distribution name."""
+    from ..plugins import packs
+
+    res = packs.uninstall(name)
+    click.echo(f"uninstalled {res.dist}")
+
+
+@plugin.command("available")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def plugin_available(as_json):
+    """List the plugin packs in the index."""
+    rows = [s.to_dict() for s in get_registry().plugin_index]
+    for row in rows:
+        row.pop("extra", None)
+    echo_json(rows) if as_json else echo_table(rows, ["name", "pip", "summary", "homepage"])
+
+
+GROUPS = [plugin]

@@ -1,0 +1,44 @@
+"""Hubs: where models, datasets and adapters are downloaded from and pushed to.
+
+Each hub is a registry entry whose factory builds an object with
+`download(repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..registry import SwiftlikeError, get_registry, resolve_callable
+
+
+def default_hub() -> str:
+    """SWIFTLIKE_HUB wins; else ms-swift's USE_HF (1 = hf, 0 = ms); else hf."""
+    hub = os.environ.get("SWIFTLIKE_HUB")
+    if hub:
+        return hub
+    use_hf = os.environ.get("USE_HF")
+    if use_hf is not None and use_hf.strip().lower() in ("0", "false", "no"):
+        return "ms"
+    return "hf"
+
+
+_instances: dict = {}
+
+
+def get_hub(name: str | None = None):
+    name = name or default_hub()
+    spec = get_registry().hubs.get(name)
+    key = (name, spec.plugin)
+    if key not in _instances:
+        _instances[key] = resolve_callable(spec.factory)()
+    return _instances[key]
+
+
+def snapshot_download(repo_id: str, *, hub: str | None = None, repo_type: str = "model", revision: str | None = None,
+                      cache_dir: str | None = None, allow_patterns=None) -> Path:
+    return Path(get_hub(hub).download(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache_dir,
+                                      allow_patterns=allow_patterns))
+
+
+class OfflineError(SwiftlikeError):
+    pass

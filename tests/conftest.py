@@ -1,0 +1,38 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Tests never touch the network: hub clients must use their caches.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def plugins():
+    """Register plugins in-process: `plugins.add(obj, name)`; the registry is rebuilt and cleaned up after."""
+    from swiftlike.registry import get_plugin_manager, reset_plugin_manager, reset_registry
+
+    reset_plugin_manager()
+
+    class Plugins:
+        def add(self, obj, name):
+            get_plugin_manager().register(obj, name=name)
+            reset_registry()
+            return obj
+
+    yield Plugins()
+    reset_plugin_manager()
+
+
+@pytest.fixture
+def swiftlike_home(tmp_path, monkeypatch):
+    home = tmp_path / "swiftlike-home"
+    monkeypatch.setenv("SWIFTLIKE_HOME", str(home))
+    return home
