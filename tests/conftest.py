@@ -36,3 +36,18 @@ def swiftlike_home(tmp_path, monkeypatch):
     home = tmp_path / "swiftlike-home"
     monkeypatch.setenv("SWIFTLIKE_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory):
+    from tiny import smollm2_tokenizer
+
+    return smollm2_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tokenizer_dir):
+    """A saved tiny random Llama with the SmolLM2 tokenizer: a model dir like any downloaded one."""
+    from tiny import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", tokenizer_dir)

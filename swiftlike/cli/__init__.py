@@ -77,6 +77,10 @@ _add_builtin_commands()
 
 
 def main(argv=None):
+    import logging
+
+    # bitsandbytes warns on every CPU import that an optional kernels package is missing; it changes nothing here.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     _add_plugin_commands()
     return cli.main(args=argv, prog_name="swiftlike")
 

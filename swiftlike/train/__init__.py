@@ -1,0 +1,1 @@
+"""Training: arguments, tuners, the sft loop on the HF Trainer, run outputs."""

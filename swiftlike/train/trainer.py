@@ -1,0 +1,124 @@
+"""The HF Trainer with what it lacks for SFT: loss (and logits) only at supervised positions, atomic
+checkpoints with a manifest, and a logging.jsonl."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+IGNORE_INDEX = -100
+STAGING = ".staging"
+
+
+class SwiftlikeTrainer(Trainer):
+    def __init__(self, *a, manifest_info=None, after_checkpoint_save=None, **kw):
+        super().__init__(*a, **kw)
+        self.manifest_info = manifest_info or (lambda: {})
+        self.after_checkpoint_save = after_checkpoint_save
+        self._staging = False
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Cross-entropy over supervised positions only: the lm_head runs on those positions alone
+        (`logits_to_keep` takes an index tensor), which on SFT data skips half the vocabulary projection."""
+        labels = inputs.pop("labels")
+        shift = labels[:, 1:]
+        keep = (shift != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)  # positions predicting a supervised token
+        if keep.numel() == 0:
+            keep = torch.zeros(1, dtype=torch.long, device=labels.device)
+        outputs = model(**inputs, logits_to_keep=keep)
+        logits = outputs.logits  # [batch, len(keep), vocab]
+        targets = shift[:, keep]
+        loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        if num_items_in_batch is not None:
+            # normalised over the whole accumulated (and, with DDP, all-device) batch: token-level mean loss
+            loss = loss_sum / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                loss = loss * self.accelerator.num_processes
+            self.loss_is_scaled_for_ga = True
+        else:
+            loss = loss_sum / (targets != IGNORE_INDEX).sum().clamp(min=1)
+            self.loss_is_scaled_for_ga = False
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        # The base class only counts when the model takes loss kwargs; we always normalise by tokens.
+        count = sum((b["labels"][..., 1:] != IGNORE_INDEX).sum() for b in batch_samples if "labels" in b)
+        if not torch.is_tensor(count):
+            return None
+        count = count.to(device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # ------------------------------------------------------------------ atomic checkpoints
+    def _get_output_dir(self, trial):
+        out = super()._get_output_dir(trial)
+        return os.path.join(out, STAGING) if self._staging else out
+
+    def _save_checkpoint(self, model, trial):
+        """Write checkpoint-N into a staging dir, add the manifest, then rename: a kill never leaves half a
+        checkpoint that resume would pick up."""
+        run_dir = super()._get_output_dir(trial)
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        name = f"checkpoint-{self.state.global_step}"
+        staged = Path(run_dir) / STAGING / name
+        final = Path(run_dir) / name
+        if self.args.should_save:
+            if self.after_checkpoint_save is not None:
+                self.after_checkpoint_save(staged, self)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(Path(run_dir) / STAGING, ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        if self.args.parallel_mode.value == "distributed" and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+class JsonlLogger(TrainerCallback):
+    """logging.jsonl: one JSON object per log event (rank 0), plus tokens/s."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._last = None  # (time, tokens)
+
+    def on_train_begin(self, args, state, control, **kw):
+        import time
+
+        self._last = (time.perf_counter(), state.num_input_tokens_seen or 0)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        import time
+
+        if not state.is_world_process_zero or not logs:
+            return
+        now, seen = time.perf_counter(), state.num_input_tokens_seen
+        if self._last is not None and seen and now > self._last[0]:
+            logs["tokens_per_s"] = round((seen - self._last[1]) / (now - self._last[0]), 1)
+        self._last = (now, seen)
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class SaveAtEnd(TrainerCallback):
+    """Always checkpoint the last step, so the run's final adapter exists whatever save_steps was."""
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= state.max_steps:
+            control.should_save = True
+        return control

@@ -1,0 +1,97 @@
+"""Built-in tuners: each `prepare(model, args) -> model` makes the right parameters trainable."""
+from __future__ import annotations
+
+import re
+
+from ..registry import SwiftlikeError
+
+
+def normalize_targets(targets, catalog_targets):
+    """ms-swift spellings: ALL = all-linear, DEFAULT = the catalog's list; one string with regex characters is a
+    regex (PEFT full-matches it against module names)."""
+    targets = list(targets or ["all-linear"])
+    if len(targets) == 1:
+        t = targets[0]
+        if t.upper() in ("ALL", "ALL-LINEAR", "ALL_LINEAR"):
+            return "all-linear"
+        if t.upper() == "DEFAULT":
+            return catalog_targets if catalog_targets else "all-linear"
+        if re.search(r"[\\.*+?()|\[\]^$]", t):
+            return t
+    out = []
+    for t in targets:
+        if t.upper() == "DEFAULT":
+            out.extend(catalog_targets if isinstance(catalog_targets, list) else [])
+        else:
+            out.append(t)
+    return out
+
+
+def _lora_config(args, **extra):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=args.lora_rank, lora_alpha=args.lora_alpha,
+                      lora_dropout=args.lora_dropout, target_modules=args.target_modules,
+                      use_dora=bool(args.use_dora), use_rslora=bool(args.use_rslora), **extra)
+
+
+def prepare_lora(model, args):
+    from peft import get_peft_model
+
+    if args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    try:
+        return get_peft_model(model, _lora_config(args))
+    except ValueError as err:
+        if "Target modules" in str(err):
+            raise SwiftlikeError(f"--target_modules {args.target_modules}: {err}") from None
+        raise
+
+
+def prepare_dora(model, args):
+    args.use_dora = True
+    return prepare_lora(model, args)
+
+
+def prepare_qlora(model, args):
+    from peft import prepare_model_for_kbit_training
+
+    if not getattr(model, "is_loaded_in_4bit", False) and not getattr(model, "is_loaded_in_8bit", False):
+        raise SwiftlikeError("qlora needs a 4/8-bit base: pass --quant_bits 4 (or 8)")
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.gradient_checkpointing))
+    return prepare_lora(model, args)
+
+
+def prepare_full(model, args):
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _layers(model):
+    for name, module in model.named_modules():
+        if name.endswith("layers") and hasattr(module, "__len__") and len(module) > 0:
+            return name, module
+    raise SwiftlikeError("freeze: cannot find the model's decoder layers (no `*.layers` ModuleList)")
+
+
+def prepare_freeze(model, args):
+    """Train the last N decoder layers (plus final norm and lm_head); freeze the rest."""
+    name, layers = _layers(model)
+    n = len(layers)
+    if args.trainable_layers is not None:
+        train_n = int(args.trainable_layers)
+    elif args.freeze_ratio is not None:
+        train_n = n - int(round(n * float(args.freeze_ratio)))
+    else:
+        train_n = max(1, n // 4)
+    if not 0 < train_n <= n:
+        raise SwiftlikeError(f"freeze: {train_n} trainable layers of {n}; use --trainable_layers 1..{n}")
+    first = n - train_n
+    trainable_prefixes = [f"{name}.{i}." for i in range(first, n)]
+    for pname, p in model.named_parameters():
+        if pname.startswith(name + "."):
+            p.requires_grad_(any(pname.startswith(pre) for pre in trainable_prefixes))
+        else:  # final norm and an untied lm_head train; embeddings (often tied to lm_head) stay frozen
+            p.requires_grad_("embed" not in pname)
+    return model

@@ -1,0 +1,283 @@
+"""`swiftlike sft`, `infer`, `merge-lora`, `export` on a tiny random Llama with the real SmolLM2 tokenizer."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from swiftlike.registry import SwiftlikeError
+from swiftlike.train.args import SftArguments
+from swiftlike.train.sft import sft
+
+DATA = Path(__file__).parent / "data" / "identity.jsonl"
+
+
+def _args(tiny_model, out, **kw):
+    base = dict(model=str(tiny_model), template="smollm2", dataset=[str(DATA)], output_dir=str(out),
+                max_steps=4, per_device_train_batch_size=2, learning_rate=5e-3, save_steps=2, logging_steps=1,
+                max_length=128, report_to=["none"], lora_rank=4, lora_alpha=8, warmup_ratio=0.0)
+    base.update(kw)
+    return SftArguments(**base)
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "swiftlike", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    return sft(_args(tiny_model, out, report_to=["tensorboard"], split_dataset_ratio=0.25, eval_steps=2))
+
+
+def test_run_layout(lora_run):
+    run = lora_run["run_dir"]
+    assert re.fullmatch(r"v0-\d{8}-\d{6}", run.name) and run.parent.name == "tiny-llama"
+    args = json.loads((run / "args.json").read_text())
+    assert args["template"] == "smollm2" and args["model_dir"].endswith("tiny-llama")
+    logs = [json.loads(line) for line in (run / "logging.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if "loss" in r] == [1, 2, 3, 4]
+    assert any("eval_loss" in r for r in logs)
+    assert (run / "loss.png").stat().st_size > 1000
+    assert list((run / "runs").rglob("events.out.tfevents.*")), "TensorBoard events missing"
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    assert not (run / ".staging").exists()
+
+
+def test_checkpoint_manifest(lora_run):
+    ckpt = lora_run["last_checkpoint"]
+    manifest = json.loads((ckpt / "swiftlike.json").read_text())
+    assert manifest["base_model_type"] == "tiny-llama" and manifest["template"] == "smollm2"
+    assert manifest["tuner"] == "lora" and manifest["tuner_config"]["r"] == 4
+    assert manifest["datasets"] == [str(DATA)] and manifest["step"] == 4
+    assert "loss" in manifest["metrics"]
+    from swiftlike.train.outputs import sha256_file
+
+    files = manifest["files"]
+    assert {"adapter_model.safetensors", "adapter_config.json", "chat_template.jinja"} <= set(files)
+    for rel, entry in files.items():
+        assert sha256_file(ckpt / rel) == entry["sha256"], rel
+    assert "{% generation %}" not in (ckpt / "chat_template.jinja").read_text()
+
+
+def test_adapter_changed_the_model_and_merge_is_equivalent(lora_run, tiny_model, tmp_path):
+    from swiftlike.infer import load_checkpoint
+    from swiftlike.train.merge import merge_lora
+
+    ckpt = lora_run["last_checkpoint"]
+    weights = load_file(ckpt / "adapter_model.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items())
+
+    ids = torch.tensor([[1, 520, 3035, 346, 47, 2]])
+    base = load_checkpoint(None, model=str(tiny_model), template="smollm2")
+    adapted = load_checkpoint(ckpt)
+    with torch.no_grad():
+        base_logits = base.model(ids).logits
+        adapted_logits = adapted.model(ids).logits
+    assert not torch.allclose(base_logits, adapted_logits, atol=1e-4)
+
+    merged_dir = merge_lora(ckpt, tmp_path / "merged")
+    assert (merged_dir / "chat_template.jinja").exists() and (merged_dir / "model.safetensors").exists()
+    merged = load_checkpoint(merged_dir)
+    with torch.no_grad():
+        merged_logits = merged.model(ids).logits
+    torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-5, rtol=1e-4)
+    assert merged.template.name == "smollm2"
+
+
+def test_infer_cli_query_and_dataset(lora_run, tmp_path):
+    ckpt = lora_run["last_checkpoint"]
+    proc = _cli("infer", "--ckpt_dir", str(ckpt), "--query", "Who are you?", "--max_new_tokens", "5")
+    assert proc.returncode == 0, proc.stderr
+    from swiftlike.infer import generate, load_checkpoint
+
+    loaded = load_checkpoint(ckpt)
+    expected = generate(loaded.model, loaded.template, [{"role": "user", "content": "Who are you?"}],
+                        max_new_tokens=5)
+    assert proc.stdout == expected + "\n"
+    out = tmp_path / "answers.jsonl"
+    proc = _cli("infer", "--ckpt_dir", str(ckpt), "--val_dataset", str(DATA), "--result_path", str(out),
+                "--max_new_tokens", "3")
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8 and rows[0]["label"] == "I am Nova, made by Orbit Labs."
+
+
+def test_infer_chat_keeps_history(lora_run):
+    proc = _cli("infer", "--ckpt_dir", str(lora_run["last_checkpoint"]), "--max_new_tokens", "3", "--no-stream",
+                input="Hi\nWho are you?\nclear\nexit\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(">>> ") == 2
+
+
+def test_export_to_directory(lora_run, tmp_path):
+    proc = _cli("export", "--ckpt_dir", str(lora_run["last_checkpoint"]), "--to", str(tmp_path / "exported"))
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in (tmp_path / "exported").iterdir()}
+    assert {"adapter_model.safetensors", "swiftlike.json"} <= names
+    assert "optimizer.pt" not in names and "training_args.bin" not in names
+
+
+@pytest.mark.parametrize("train_type, extra", [
+    ("dora", {}),
+    ("qlora", {"quant_bits": 4}),
+    ("full", {}),
+    ("freeze", {"trainable_layers": 1}),
+    ("lora", {"target_modules": ["q_proj", "v_proj"], "use_rslora": True, "padding_free": False}),
+    ("lora", {"target_modules": [r".*\.mlp\.(up|down)_proj"], "packing": True}),
+])
+def test_tuners(tiny_model, tmp_path, train_type, extra):
+    result = sft(_args(tiny_model, tmp_path, train_type=train_type, max_steps=2, save_steps=None, **extra))
+    ckpt = result["last_checkpoint"]
+    assert ckpt.name == "checkpoint-2"
+    assert result["metrics"]["train_loss"] == pytest.approx(result["metrics"]["train_loss"])  # finite, not NaN
+    manifest = json.loads((ckpt / "swiftlike.json").read_text())
+    if train_type in ("full", "freeze"):
+        assert (ckpt / "model.safetensors").exists()
+    else:
+        weights = load_file(ckpt / "adapter_model.safetensors")
+        names = " ".join(weights)
+        if train_type == "dora":
+            assert "lora_magnitude_vector" in names
+        if "target_modules" in extra and "q_proj" in extra["target_modules"]:
+            assert "q_proj" in names and "k_proj" not in names and "mlp" not in names
+        if "packing" in extra:
+            assert "up_proj" in names and "self_attn" not in names
+        assert manifest["tuner_config"]["use_dora"] == (train_type == "dora")
+
+
+def test_freeze_trains_only_last_layers(tiny_model, tmp_path):
+    from swiftlike.models.load import load_model_tokenizer
+    from swiftlike.train.tuners import prepare_freeze
+
+    model, _ = load_model_tokenizer(model=str(tiny_model))
+    prepare_freeze(model, SftArguments(trainable_layers=1))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("model.layers.1.") or n == "model.norm.weight" for n in trainable)
+
+
+def test_qlora_base_is_4bit(tiny_model):
+    import bitsandbytes as bnb
+
+    from swiftlike.models.load import load_model_tokenizer
+
+    model, _ = load_model_tokenizer(model=str(tiny_model), quant_bits=4)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def test_merge_refuses_quantized_base(tiny_model, tmp_path):
+    from swiftlike.train.merge import merge_lora
+
+    result = sft(_args(tiny_model, tmp_path, quant_bits=4, max_steps=1, save_steps=None))
+    with pytest.raises(SwiftlikeError, match="--dequantize"):
+        merge_lora(result["last_checkpoint"])
+    out = merge_lora(result["last_checkpoint"], dequantize=True)
+    assert (out / "model.safetensors").exists()
+
+
+def test_adapter_on_other_base_is_refused(lora_run, tmp_path, tokenizer_dir):
+    from tiny import make_tiny_model
+
+    from swiftlike.infer import load_checkpoint
+
+    other = make_tiny_model(tmp_path / "tiny-llama", tokenizer_dir, seed=123)
+    with pytest.raises(SwiftlikeError, match="other tiny-llama weights"):
+        load_checkpoint(lora_run["last_checkpoint"], model=str(other))
+    assert load_checkpoint(lora_run["last_checkpoint"], model=str(other), force=True).model is not None
+
+
+def test_seed_command_line(tiny_model, tmp_path):
+    """ms-swift v2's documented self-cognition command, with `swiftlike` for `swift`."""
+    data = tmp_path / "train.jsonl"
+    rows = [json.loads(line) for line in DATA.read_text().splitlines()]
+    data.write_text("\n".join(json.dumps({"query": r["messages"][-2]["content"],
+                                          "response": r["messages"][-1]["content"]}) for r in rows))
+    out, logs = tmp_path / "output", tmp_path / "logs"
+    proc = _cli("sft", "--model_type", "qwen1half-1_8b-chat", "--model_cache_dir", str(tiny_model),
+                "--template_type", "qwen", "--system", "You are a helpful assistant.",
+                "--custom_train_dataset_path", str(data), "--train_dataset_sample", "8", "--num_train_epochs", "3",
+                "--save_steps", "50", "--lora_target_modules", "ALL", "--learning_rate", "1e-5",
+                "--gradient_accumulation_steps", "1", "--eval_batch_size", "1", "--add_output_dir_suffix", "False",
+                "--output_dir", str(out), "--logging_dir", str(logs), "--report_to", "tensorboard")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = out / "checkpoint-6"  # 8 rows / batch 4 = 2 steps per epoch, 3 epochs; the last step is saved
+    assert (ckpt / "adapter_model.safetensors").exists()
+    cfg = json.loads((ckpt / "adapter_config.json").read_text())
+    assert {m.split(".")[-1] for m in cfg["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                          "down_proj"}
+    assert list(logs.rglob("events.out.tfevents.*"))
+    args = json.loads((out / "args.json").read_text())
+    assert args["model_type"] == "qwen1half-1_8b-chat" and args["template"] == "qwen"
+    assert "merge-lora --ckpt_dir" in proc.stdout
+    proc = _cli("merge-lora", "--ckpt_dir", str(ckpt))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _cli("infer", "--ckpt_dir", f"{ckpt}-merged", "--query", "Who are you?", "--max_new_tokens", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _final_adapter(path):
+    return load_file(Path(path) / "adapter_model.safetensors")
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_model, tmp_path):
+    common = ["sft", "--model", str(tiny_model), "--template", "smollm2", "--dataset", str(DATA), "--max_steps", "8",
+              "--per_device_train_batch_size", "2", "--learning_rate", "5e-3", "--save_steps", "2",
+              "--save_total_limit", "10", "--report_to", "none", "--add_output_dir_suffix", "False",
+              "--lora_dropout", "0.1"]
+    full = tmp_path / "full"
+    proc = _cli(*common, "--output_dir", str(full))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    # slow each step a little so the kill lands mid-run, after a checkpoint
+    child = subprocess.Popen([sys.executable, "-m", "swiftlike", *common, "--output_dir", str(killed)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint-4" / "swiftlike.json").exists():
+        assert child.poll() is None and time.time() < deadline, "run ended before a checkpoint could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (killed / "checkpoint-8").exists()
+    proc = _cli(*common, "--output_dir", str(killed), "--resume_from_checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _final_adapter(full / "checkpoint-8"), _final_adapter(killed / "checkpoint-8")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_ddp_two_processes_gloo(tiny_model, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "swiftlike", "sft", "--model", str(tiny_model), "--template", "smollm2", "--dataset", str(DATA),
+           "--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none",
+           "--add_output_dir_suffix", "False", "--output_dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    # 8 rows, 2 ranks x batch 2: one step covers 4 rows, so an epoch is 2 steps
+    assert state["epoch"] == pytest.approx(1.0)
+
+
+def test_clear_errors(tmp_path):
+    proc = _cli("sft", "--model_type", "qwen1half-1_8b-chatt", "--dataset", str(DATA))
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("Error: unknown model 'qwen1half-1_8b-chatt'; did you mean qwen1half-1_8b-chat"
+                                   + proc.stderr.strip().split("qwen1half-1_8b-chat", 2)[2])
+    proc = _cli("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA),
+                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert "not in the Hugging Face cache" in proc.stderr and "Qwen/Qwen1.5-7B-Chat" in proc.stderr
+    proc = _cli("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA), "--device", "cuda")
+    assert proc.returncode == 1 and "no GPU is visible" in proc.stderr
