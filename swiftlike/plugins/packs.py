@@ -1,7 +1,6 @@
 """Plugin packs: install/uninstall by catalog name with pip, verifying the wheel's sha256 when the index pins one."""
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checksums import sha256_file
 from ..registry import SwiftlikeError, get_registry
 
 
@@ -37,14 +37,6 @@ def resolve(name_or_requirement: str) -> Resolved:
             raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}) has no `pip` requirement")
         return Resolved(spec.pip, _dist_name(spec.pip), spec.sha256, True)
     return Resolved(name_or_requirement, _dist_name(name_or_requirement), None, False)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pip(args: list[str], python: str) -> None:

@@ -1,12 +1,13 @@
 """Run directories, logging.jsonl, loss.png and the swiftlike.json manifest of a checkpoint."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
 from pathlib import Path
+
+from ..checksums import sha256_file
 
 MANIFEST = "swiftlike.json"
 
@@ -27,14 +28,6 @@ def run_dir(output_dir: str, model_type: str, add_suffix: bool) -> Path:
             return path
         except FileExistsError:  # two runs started in the same second
             versions.append(max(versions, default=-1) + 1)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_table(directory: Path, skip=(MANIFEST,)) -> dict:
