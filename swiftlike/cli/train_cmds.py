@@ -15,6 +15,16 @@ from .arguments import build, command_for, options_from
 def sft(**kwargs):
     """Supervised fine-tuning. Every option also takes its ms-swift spelling (e.g. --sft_type, --template_type,
     --custom_train_dataset_path); booleans take a value (--use_dora true) or none (--use_dora)."""
+    import os
+
+    nproc = int(os.environ.get("NPROC_PER_NODE") or 1)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        # ms-swift's launcher convention: re-run this command under torchrun, one process per device
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+               f"--master_port={os.environ.get('MASTER_PORT', '29500')}", "-m", "swiftlike", *sys.argv[1:]]
+        raise SystemExit(subprocess.call(cmd))
     from ..train.sft import sft as run
 
     run(build(SftArguments, kwargs))
