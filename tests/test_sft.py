@@ -287,3 +287,16 @@ def test_clear_errors(tmp_path):
     assert "not in the Hugging Face cache" in proc.stderr and "Qwen/Qwen1.5-7B-Chat" in proc.stderr
     proc = _cli("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA), "--device", "cuda")
     assert proc.returncode == 1 and "no GPU is visible" in proc.stderr
+
+
+def test_out_of_memory_names_the_levers():
+    from swiftlike.train.sft import is_out_of_memory, oom_message
+
+    assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
+                                         "memory: you tried to allocate 9663676416 bytes"))
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    msg = oom_message(SftArguments(per_device_train_batch_size=8, max_length=2048, train_type="full"))
+    assert msg == ("out of memory while training; try --per_device_train_batch_size 4 with "
+                   "--gradient_accumulation_steps 2, --max_length 1024, --gradient_checkpointing true, "
+                   "--train_type lora, --quant_bits 4 (QLoRA)")

@@ -223,7 +223,12 @@ def sft(args: SftArguments) -> dict:
               f"tuner {args.train_type}: {trainable:,} of {total:,} parameters trainable "
               f"({100 * trainable / max(total, 1):.3f}%); {len(splits.train)} train / {len(splits.val)} val rows; "
               f"output {out}")
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except (RuntimeError, MemoryError) as err:
+        if is_out_of_memory(err):
+            raise SwiftlikeError(oom_message(args)) from None
+        raise
     metrics = dict(result.metrics)
     if has_eval:
         metrics.update(trainer.evaluate())
@@ -235,6 +240,26 @@ def sft(args: SftArguments) -> dict:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _summary(out, last, model_type, args, metrics)
     return {"run_dir": out, "last_checkpoint": last, "metrics": metrics}
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "out of memory" in text.lower() or "can't allocate memory" in text)
+
+
+def oom_message(args) -> str:
+    """The levers, in the order that usually helps most, with the values this run used."""
+    levers = [f"--per_device_train_batch_size {max(1, args.per_device_train_batch_size // 2)} with "
+              f"--gradient_accumulation_steps {args.gradient_accumulation_steps * 2}",
+              f"--max_length {max(128, args.max_length // 2)}"]
+    if not args.gradient_checkpointing:
+        levers.append("--gradient_checkpointing true")
+    if args.train_type in ("full", "freeze"):
+        levers.append("--train_type lora")
+    if not args.quant_bits:
+        levers.append("--quant_bits 4 (QLoRA)")
+    return "out of memory while training; try " + ", ".join(levers)
 
 
 def _tuner_config(model, args) -> dict:

@@ -1,0 +1,189 @@
+"""The same LoRA job with swiftlike, ms-swift and LLaMA-Factory, each in its own virtualenv, from one run.
+
+SmolLM2-135M-Instruct (the embedded model), ChatML, LoRA r8 alpha 32 all-linear, dropout 0, batch 4, 1 epoch,
+max_length 256, lr 1e-4 (cosine, warmup 5 %, weight decay 0.1), fp32 on CPU, seed 42, gradient checkpointing off.
+Prints whole-process wall time, peak RSS, train loss and held-out loss (one neutral script for all adapters).
+
+    python bench/sft_compare.py [--swift /venvs/msswift/bin/swift] [--llamafactory /venvs/lf/bin/llamafactory-cli]
+                                [--only swiftlike,ms-swift,llamafactory] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "bench"
+CFG = dict(rank=8, alpha=32, batch=4, epochs=1, max_length=256, lr=1e-4, warmup=0.05, wd=0.1, seed=42)
+
+
+def timed(cmd, env=None, cwd=None, log=None):
+    """Run cmd in a fresh wrapper process; (wall seconds, peak RSS MiB of the tree, returncode)."""
+    wrapper = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
+               "rc=subprocess.call(sys.argv[1:]);w=time.perf_counter()-t;"
+               "print('@@'+json.dumps([w,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024,rc]),"
+               "file=sys.stderr)")
+    with open(log, "w") if log else open(os.devnull, "w") as out:
+        proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, cwd=cwd, stdout=out,
+                              stderr=subprocess.PIPE, text=True)
+    if log:
+        with open(log, "a") as out:
+            out.write(proc.stderr)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("@@")][-1]
+    return json.loads(line[2:])
+
+
+def run_swiftlike(model_dir, data, work):
+    out = work / "swiftlike"
+    cmd = [str(Path(sys.executable).with_name("swiftlike")), "sft", "--model", str(model_dir), "--template", "chatml",
+           "--dataset", str(data), "--train_type", "lora", "--lora_rank", str(CFG["rank"]),
+           "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0", "--target_modules", "all-linear",
+           "--per_device_train_batch_size", str(CFG["batch"]), "--num_train_epochs", str(CFG["epochs"]),
+           "--max_length", str(CFG["max_length"]), "--learning_rate", str(CFG["lr"]),
+           "--warmup_ratio", str(CFG["warmup"]), "--weight_decay", str(CFG["wd"]), "--torch_dtype", "float32",
+           "--seed", str(CFG["seed"]), "--output_dir", str(out), "--add_output_dir_suffix", "False",
+           "--report_to", "none", "--logging_steps", "5"]
+    wall, rss, rc = timed(cmd, log=work / "swiftlike.log")
+    ckpt = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
+    loss = json.loads((out / "metrics.json").read_text())["train_loss"] if rc == 0 else None
+    return dict(wall=wall, rss=rss, rc=rc, adapter=ckpt, train_loss=loss)
+
+
+def run_msswift(swift, model_dir, data, work):
+    out = work / "ms-swift"
+    cmd = [swift, "sft", "--model", str(model_dir), "--model_type", "llama", "--template", "chatml",
+           "--tuner_type", "lora", "--dataset", str(data), "--lora_rank", str(CFG["rank"]),
+           "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0", "--target_modules", "all-linear",
+           "--per_device_train_batch_size", str(CFG["batch"]), "--num_train_epochs", str(CFG["epochs"]),
+           "--max_length", str(CFG["max_length"]), "--learning_rate", str(CFG["lr"]),
+           "--warmup_ratio", str(CFG["warmup"]), "--weight_decay", str(CFG["wd"]), "--torch_dtype", "float32",
+           # ms-swift 4 silently raises gradient accumulation to reach 16 samples per update; keep 4
+           "--gradient_accumulation_steps", "1",
+           "--seed", str(CFG["seed"]), "--gradient_checkpointing", "false", "--split_dataset_ratio", "0",
+           "--output_dir", str(out), "--report_to", "none", "--logging_steps", "5", "--dataset_num_proc", "1",
+           "--dataloader_num_workers", "0", "--save_only_model", "true"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "USE_HF": "1", "HF_HUB_OFFLINE": "1"}
+    wall, rss, rc = timed(cmd, env=env, log=work / "ms-swift.log")
+    ckpts = sorted(out.glob("v*/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    loss = _last_train_loss(work / "ms-swift.log")
+    return dict(wall=wall, rss=rss, rc=rc, adapter=ckpts[-1] if ckpts else None, train_loss=loss)
+
+
+def run_llamafactory(cli, model_dir, data, work):
+    out = work / "llamafactory"
+    ddir = work / "lf-data"
+    ddir.mkdir(exist_ok=True)
+    shutil.copy(data, ddir / "train.jsonl")
+    (ddir / "dataset_info.json").write_text(json.dumps({"bench": {
+        "file_name": "train.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
+                 "system_tag": "system"}}}))
+    cfg = {
+        "model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "lora",
+        "lora_rank": CFG["rank"], "lora_alpha": CFG["alpha"], "lora_dropout": 0.0, "lora_target": "all",
+        "dataset": "bench", "dataset_dir": str(ddir), "template": "chatml", "cutoff_len": CFG["max_length"],
+        "overwrite_cache": True, "preprocessing_num_workers": 1, "output_dir": str(out), "logging_steps": 5,
+        "save_strategy": "no", "per_device_train_batch_size": CFG["batch"], "gradient_accumulation_steps": 1,
+        "learning_rate": CFG["lr"], "num_train_epochs": float(CFG["epochs"]), "lr_scheduler_type": "cosine",
+        "warmup_ratio": CFG["warmup"], "weight_decay": CFG["wd"], "seed": CFG["seed"], "report_to": "none",
+        "disable_gradient_checkpointing": True, "overwrite_output_dir": True, "dataloader_num_workers": 0,
+    }
+    yaml = work / "lf.yaml"
+    yaml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.items()))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1"}
+    wall, rss, rc = timed([cli, "train", str(yaml)], env=env, log=work / "llamafactory.log")
+    loss = None
+    if (out / "train_results.json").exists():
+        loss = json.loads((out / "train_results.json").read_text()).get("train_loss")
+    return dict(wall=wall, rss=rss, rc=rc, adapter=out if (out / "adapter_config.json").exists() else None,
+                train_loss=loss)
+
+
+def _last_train_loss(log: Path):
+    text = log.read_text(errors="replace")
+    found = re.findall(r"'train_loss': '?([0-9.]+)", text)
+    return float(found[-1]) if found else None
+
+
+def heldout_loss(model_dir, adapter, rows) -> float:
+    """Neutral: plain transformers + peft, ChatML rendered here, loss on the final assistant reply + <|im_end|>."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    total, count = 0.0, 0
+    for row in rows:
+        msgs = row["messages"]
+        prefix = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs[:-1])
+        prefix += "<|im_start|>assistant\n"
+        target = msgs[-1]["content"] + "<|im_end|>"
+        p_ids = tok(prefix, add_special_tokens=False).input_ids
+        t_ids = tok(target, add_special_tokens=False).input_ids
+        ids = torch.tensor([p_ids + t_ids])
+        labels = torch.tensor([[-100] * len(p_ids) + t_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, labels[0, 1:], ignore_index=-100, reduction="sum")
+        total += loss.item()
+        count += len(t_ids)
+    return total / count
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--swift", default="/work/venvs/msswift/bin/swift")
+    ap.add_argument("--llamafactory", default="/work/venvs/llamafactory/bin/llamafactory-cli")
+    ap.add_argument("--only", default="swiftlike,ms-swift,llamafactory")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--train", default=str(SHARED / "train.jsonl"))
+    ap.add_argument("--heldout", default=str(SHARED / "heldout.jsonl"))
+    args = ap.parse_args()
+    from swiftlike.models import resolve_model
+
+    model_dir = resolve_model("smollm2-135m-instruct").path
+    work = Path(args.work or tempfile.mkdtemp(prefix="sft-compare-"))
+    work.mkdir(parents=True, exist_ok=True)
+    only = args.only.split(",")
+    results = {}
+    if "swiftlike" in only:
+        results["swiftlike"] = run_swiftlike(model_dir, args.train, work)
+    if "ms-swift" in only and Path(args.swift).exists():
+        results["ms-swift 4.6.0"] = run_msswift(args.swift, model_dir, args.train, work)
+    if "llamafactory" in only and Path(args.llamafactory).exists():
+        results["LLaMA-Factory 0.9.5"] = run_llamafactory(args.llamafactory, model_dir, args.train, work)
+    rows = [json.loads(line) for line in Path(args.heldout).read_text().splitlines() if line.strip()]
+    for r in results.values():
+        r["heldout"] = heldout_loss(model_dir, r["adapter"], rows) if r["adapter"] else None
+    base = heldout_loss(model_dir, None, rows)
+    print(f"work dir: {work}\nconfig: {CFG}\nheld-out loss of the untrained base: {base:.4f}\n")
+    print(f"{'tool':22s} {'rc':>3s} {'wall s':>8s} {'peak RSS MiB':>13s} {'train loss':>11s} {'held-out':>9s}")
+    for name, r in results.items():
+        fmt = lambda v, f: format(v, f) if v is not None else "-"
+        print(f"{name:22s} {r['rc']:3d} {r['wall']:8.1f} {r['rss']:13.0f} {fmt(r['train_loss'], '11.4f')} "
+              f"{fmt(r['heldout'], '9.4f')}")
+    ours = results.get("swiftlike")
+    peers = {k: v for k, v in results.items() if k != "swiftlike" and v["rc"] == 0}
+    if ours and peers:
+        fastest = min(peers.items(), key=lambda kv: kv[1]["wall"])
+        best = min((v["heldout"] for v in peers.values() if v["heldout"] is not None), default=None)
+        print(f"\nwall: {fastest[0]} / swiftlike = {fastest[1]['wall'] / ours['wall']:.2f}x (target >= 2.00x)")
+        low_rss = min(v["rss"] for v in peers.values())
+        print(f"peak RSS: swiftlike / lowest peer = {ours['rss'] / low_rss:.2f} (target <= 1.00)")
+        if best and ours["heldout"]:
+            print(f"held-out loss: swiftlike / best peer = {ours['heldout'] / best:.3f} (target <= 1.030)")
+
+
+if __name__ == "__main__":
+    main()
