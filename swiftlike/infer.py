@@ -31,12 +31,14 @@ def load_checkpoint(ckpt_dir=None, *, model_type=None, model=None, model_cache_d
                     revision=None, template=None, system=None, torch_dtype=None, force=False,
                     trust_remote_code=False, adapters=None) -> Loaded:
     """ckpt_dir: a LoRA checkpoint (base found from its args/manifest), a merged/full model dir, or None (base)."""
-    from .adapters import load as load_adapter
+    from .adapters import load as load_adapter, resolve as resolve_adapter
     from .adapters.loading import read_manifest
     from .models.load import load_model_tokenizer
     from .models.resolve import resolve_model
     from .templates import get_template
 
+    # an installed adapter's name or a hub reference (hf:ORG/NAME[@REV]) works wherever a checkpoint dir does
+    ckpt_dir = resolve_adapter(ckpt_dir, base=model_cache_dir or model or model_type, force=force) if ckpt_dir else None
     ckpt = Path(ckpt_dir) if ckpt_dir else None
     if ckpt is not None and not ckpt.exists():
         raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
@@ -64,7 +66,7 @@ def load_checkpoint(ckpt_dir=None, *, model_type=None, model=None, model_cache_d
     if is_adapter:
         base_model = load_adapter(base_model, ckpt, force=force)
         base_model.eval()
-    for extra in adapters or []:
+    for extra in [resolve_adapter(a, force=force) for a in adapters or []]:
         base_model = load_adapter(base_model, extra, adapter_name=Path(extra).name, force=force)
     name = template or saved.get("template") or manifest.get("template") or resolved.spec.template
     if name == "auto":

@@ -1,4 +1,4 @@
-"""Adapters: the manifest, loading onto a base model (and, in the marketplace, store/publish/install)."""
+"""Adapters: the manifest, loading onto a base model, and the marketplace (publish, store, install, package)."""
 
 
 def load(model, path, *, adapter_name: str = "default", force: bool = False, is_trainable: bool = False):
@@ -6,3 +6,12 @@ def load(model, path, *, adapter_name: str = "default", force: bool = False, is_
     from .loading import load_adapter
 
     return load_adapter(model, path, adapter_name=adapter_name, force=force, is_trainable=is_trainable)
+
+
+def resolve(name_or_ref_or_path, *, hub_root=None, base=None, force: bool = False):
+    """-> Path: a directory as is, an installed or plugin adapter by name, or a hub reference (hf:ORG/NAME[@REV],
+    ms:…, local:…) installed into the store on first use. `base` (a model dir or type) refuses a wrong base before
+    anything is installed."""
+    from .store import resolve as _resolve
+
+    return _resolve(name_or_ref_or_path, hub_root=hub_root, base=base, force=force)

@@ -1,7 +1,9 @@
 """Hubs: where models, datasets and adapters are downloaded from and pushed to.
 
 Each hub is a registry entry whose factory builds an object with
-`download(repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path`.
+`download(repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path` and
+`upload(folder, repo_id, *, revision=None, private=False, message=None) -> revision`. References to a repo on a hub
+(`hf:ORG/NAME@REV`) are parsed by `swiftlike.hub.refs`.
 """
 from __future__ import annotations
 
@@ -32,6 +34,20 @@ def get_hub(name: str | None = None):
     if key not in _instances:
         _instances[key] = resolve_callable(spec.factory)()
     return _instances[key]
+
+
+def open_hub(name: str, hub_root: str | None = None):
+    """The hub named `name`; with hub_root, a fresh one rooted there (`--hub_root`, for directory hubs)."""
+    if hub_root is None:
+        return get_hub(name)
+    import inspect
+
+    factory = resolve_callable(get_registry().hubs.get(name).factory)
+    try:
+        inspect.signature(factory).bind(root=hub_root)
+    except TypeError:
+        raise SwiftlikeError(f"hub {name!r} takes no --hub_root (only directory hubs such as local do)") from None
+    return factory(root=hub_root)
 
 
 def snapshot_download(repo_id: str, *, hub: str | None = None, repo_type: str = "model", revision: str | None = None,

@@ -12,14 +12,48 @@ class HFHub:
 
     def download(self, repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path:
         import huggingface_hub
-        from huggingface_hub.errors import LocalEntryNotFoundError
+        from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
         try:
             return Path(huggingface_hub.snapshot_download(
                 repo_id, repo_type=repo_type, revision=revision, cache_dir=cache_dir, allow_patterns=allow_patterns))
+        except RevisionNotFoundError:
+            raise SwiftlikeError(f"hf:{repo_id}@{revision}: no such branch, tag or commit on the Hub") from None
+        except RepositoryNotFoundError:  # the Hub answers 404 for private repos too
+            raise SwiftlikeError(f"hf:{repo_id}: not found on the Hugging Face Hub (a private repo needs `hf auth "
+                                 f"login` or HF_TOKEN)") from None
         except LocalEntryNotFoundError:
             # Offline (HF_HUB_OFFLINE=1 or no network) and nothing cached: say which and what to do.
             raise SwiftlikeError(
                 f"hf:{repo_id}{'@' + revision if revision else ''} is not in the Hugging Face cache and the hub "
                 f"cannot be reached; download it on a connected machine (huggingface-cli download {repo_id}) "
                 f"or pass --model DIR") from None
+
+    def upload(self, folder, repo_id, *, revision=None, private=False, message=None, repo_type="model") -> str:
+        """create_repo(exist_ok) + upload_folder; the token comes from HF_TOKEN or `hf auth login` (never printed)."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+        ref = f"hf:{repo_id}" + (f"@{revision}" if revision else "")
+        api = HfApi()
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
+            if revision and revision != self.default_revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
+                                     repo_type=repo_type, commit_message=message or f"Upload {repo_id} with swiftlike")
+        except OfflineModeIsEnabled:
+            raise SwiftlikeError(f"cannot push to {ref}: HF_HUB_OFFLINE=1 is set; unset it to push") from None
+        except HfHubHTTPError as err:
+            status = getattr(err.response, "status_code", None)
+            if status in (401, 403):
+                raise SwiftlikeError(f"cannot push to {ref}: HTTP {status}, not authorized; log in with `hf auth "
+                                     f"login` or set HF_TOKEN to a token with write access") from None
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SwiftlikeError(f"cannot push to {ref}: {detail}") from None
+        return info.oid
+
+    @staticmethod
+    def storage_root(snapshot: Path) -> Path:
+        """Snapshot files are symlinks into ../../blobs: the repo cache dir is what they may point into."""
+        return Path(snapshot).resolve().parent.parent

@@ -12,10 +12,11 @@ from ..registry import SwiftlikeError
 def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, torch_dtype=None) -> Path:
     import torch
 
+    from ..adapters import resolve as resolve_adapter
     from ..infer import _ckpt_args, load_checkpoint
     from ..templates import save_template
 
-    ckpt = Path(ckpt_dir)
+    ckpt = resolve_adapter(ckpt_dir, force=force)  # an installed adapter's name or a hub reference works too
     if not (ckpt / "adapter_config.json").exists():
         raise SwiftlikeError(f"--ckpt_dir {ckpt}: not a LoRA checkpoint (no adapter_config.json)")
     saved = _ckpt_args(ckpt)
@@ -46,7 +47,9 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, torc
 
 def export(ckpt_dir, to: str, *, private=False, message=None) -> str:
     """Copy to a directory, or push to a hub reference (hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME)."""
-    ckpt = Path(ckpt_dir)
+    from ..adapters import resolve as resolve_adapter
+
+    ckpt = resolve_adapter(ckpt_dir)  # an installed adapter's name or a hub reference works too
     if not ckpt.exists():
         raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
     if ":" in to and to.split(":", 1)[0] in ("hf", "ms", "local"):

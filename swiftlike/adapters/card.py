@@ -1,0 +1,79 @@
+"""README.md model card with Hugging Face metadata (front matter) for a published adapter or model."""
+from __future__ import annotations
+
+import json
+import re
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def _yaml_str(value) -> str:
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid YAML scalar
+
+
+def render(info: dict, *, ref: str | None = None, install_name: str | None = None, pip_name: str | None = None) -> str:
+    """The card for manifest fields `info`; `ref` (hub reference) or `pip_name` (wheel) say how to install it."""
+    name = info.get("name") or "adapter"
+    is_adapter = info.get("kind", "adapter") == "adapter"
+    base = info.get("base_model")
+    base_id = base if isinstance(base, str) and _HUB_ID.match(base) else None  # local paths are not hub ids
+    tuner = info.get("tuner") or ("lora" if is_adapter else "full")
+    cfg = info.get("tuner_config") or {}
+    tags = ["swiftlike", str(tuner)] + (["peft"] if is_adapter else [])
+    if is_adapter and base_id:
+        tags.append(f"base_model:adapter:{base_id}")
+    front = ["---"]
+    if is_adapter:
+        front.append("library_name: peft")
+    else:
+        front.append("library_name: transformers")
+    if base_id:
+        front.append(f"base_model: {_yaml_str(base_id)}")
+    front.append("pipeline_tag: text-generation")
+    front.append("tags:")
+    front += [f"- {_yaml_str(t)}" for t in dict.fromkeys(tags)]
+    front.append("---")
+
+    label = {"lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}.get(str(tuner), str(tuner))
+    what = (f"A {label} adapter (r={cfg.get('r')}, alpha={cfg.get('lora_alpha')}, "
+            f"targets {_targets(cfg)})" if is_adapter and cfg.get("r") else
+            f"A {label} adapter" if is_adapter else "A fine-tuned model")
+    on = f" for `{info.get('base_model_type')}`" + (f" ([{base_id}](https://huggingface.co/{base_id}))"
+                                                     if base_id else "") if info.get("base_model_type") else ""
+    lines = [*front, "", f"# {name}", "", f"{what}{on}, trained with [swiftlike](https://pypi.org/project/swiftlike/)."]
+    lines += ["", "## Use it with swiftlike", "", "```bash"]
+    alias = install_name or name
+    if pip_name:
+        lines.append(f"pip install {pip_name}   # registers the adapter `{alias}`")
+    elif ref:
+        lines.append(f"swiftlike adapter install {ref} --name {alias}   # sha256 of every file verified")
+    lines += [f"swiftlike infer --ckpt_dir {alias}" + ("" if ref or pip_name else "   # or the directory's path"),
+              *([f"swiftlike merge-lora --ckpt_dir {alias}"] if is_adapter else []), "```"]
+    if ref:
+        lines += ["", f"`swiftlike infer --ckpt_dir {ref}` installs it on first use."]
+    if is_adapter:
+        lines += ["", "```python", "import swiftlike.adapters", "from swiftlike import get_model_tokenizer",
+                  "", f"model, tokenizer = get_model_tokenizer({_yaml_str(info.get('base_model_type') or 'BASE')})",
+                  f"model = swiftlike.adapters.load(model, swiftlike.adapters.resolve({_yaml_str(ref or alias)}))",
+                  "```", "", "With PEFT alone:", "", "```python", "from peft import PeftModel",
+                  "from transformers import AutoModelForCausalLM", "",
+                  f"base = AutoModelForCausalLM.from_pretrained({_yaml_str(base_id or 'BASE_MODEL')})",
+                  "model = PeftModel.from_pretrained(base, \"path/to/this/adapter\")", "```"]
+    lines += ["", "## Training", "", "| | |", "|---|---|"]
+    rows = {"base model type": info.get("base_model_type"), "base model": base,
+            "base revision": info.get("base_revision"), "base weights fingerprint": info.get("base_fingerprint"),
+            "chat template": info.get("template"), "tuner": tuner,
+            "datasets": ", ".join(map(str, info.get("datasets") or [])) or None, "steps": info.get("step"),
+            "version": info.get("version"), "created": info.get("created")}
+    rows.update({k: round(v, 4) if isinstance(v, float) else v for k, v in (info.get("metrics") or {}).items()})
+    lines += [f"| {k} | `{v}` |" for k, v in rows.items() if v not in (None, "")]
+    lines += ["", "`swiftlike.json` lists the sha256 and size of every file; swiftlike verifies them on install and "
+              "refuses to load the adapter on another base model (`--force` overrides)."]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(cfg: dict) -> str:
+    targets = cfg.get("target_modules")
+    if isinstance(targets, (list, tuple, set)):  # PEFT saves full module paths; the layer names say it
+        return ", ".join(sorted({str(t).rsplit(".", 1)[-1] for t in targets}))
+    return str(targets)

@@ -1,0 +1,110 @@
+"""`swiftlike adapter package`: an adapter as a pip-installable plugin wheel (adapters as swappable plugins).
+
+The wheel holds the artifact (PEFT files, swiftlike.json, README.md) as package data and a module whose
+`register_adapters` hook registers it under its installed path; its entry point (group `swiftlike`) makes
+`pip install` enough for `swiftlike adapter list` and `--ckpt_dir NAME` to find it. Written by hand (zip + RECORD)
+so packaging needs no build backend, and byte-reproducible (fixed timestamps).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+from .. import __version__
+from ..registry import SwiftlikeError
+from . import artifact
+
+PREFIX = "swiftlike-adapter-"
+_DIST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+PLUGIN_MODULE = '''"""swiftlike adapter {name!r} {version}, packaged by `swiftlike adapter package`."""
+from pathlib import Path
+
+import swiftlike
+
+ADAPTER_DIR = Path(__file__).resolve().with_name("adapter")
+
+
+@swiftlike.hookimpl
+def register_adapters(register):
+    register({name!r}, path=str(ADAPTER_DIR), base_model_type={base!r}, summary={summary!r})
+'''
+
+
+def adapter_name_for(dist: str) -> str:
+    """swiftlike-adapter-foo registers the adapter `foo`; any other distribution name registers itself."""
+    low = dist.lower().replace("_", "-")
+    return dist[len(PREFIX):] if low.startswith(PREFIX) and len(dist) > len(PREFIX) else dist
+
+
+def package(src, dist: str, *, output=".", version: str | None = None, allow_pickle: bool = False) -> Path:
+    """Build DIST-VERSION-py3-none-any.whl from the adapter dir `src` into `output`; returns the wheel's path."""
+    from packaging.version import InvalidVersion, Version
+
+    if not _DIST.match(dist):
+        raise SwiftlikeError(f"--name {dist!r}: not a valid distribution name (letters, digits, '.', '_', '-')")
+    name = adapter_name_for(dist)
+    module = re.sub(r"[-_.]+", "_", dist).lower()
+    stage = Path(tempfile.mkdtemp(prefix="swiftlike-package-"))
+    try:
+        manifest = artifact.build(src, stage, name=name, version=version, allow_pickle=allow_pickle,
+                                  require_manifest=True, pip_name=dist)
+        try:
+            version = str(Version(str(manifest["version"])))
+        except InvalidVersion:
+            raise SwiftlikeError(f"--version {manifest['version']!r}: not a PEP 440 version (e.g. 1.0.0)") from None
+        cfg = manifest.get("tuner_config") or {}
+        summary = (f"swiftlike adapter {name}: {manifest.get('tuner') or 'adapter'}"
+                   + (f" r={cfg['r']}" if isinstance(cfg, dict) and cfg.get("r") else "")
+                   + (f" for {manifest['base_model_type']}" if manifest.get("base_model_type") else ""))
+        members = {f"{module}/__init__.py": PLUGIN_MODULE.format(
+            name=name, version=version, base=manifest.get("base_model_type"), summary=summary).encode()}
+        for path in sorted(stage.rglob("*")):
+            if path.is_file():
+                members[f"{module}/adapter/{path.relative_to(stage).as_posix()}"] = path
+        info = f"{module}-{version}.dist-info"
+        readme = (stage / "README.md").read_text(encoding="utf-8")
+        members[f"{info}/METADATA"] = (
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: {summary}\n"
+            f"Requires-Dist: swiftlike\nDescription-Content-Type: text/markdown\n\n{readme}").encode()
+        members[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: swiftlike {__version__}\n"
+                                    f"Root-Is-Purelib: true\nTag: py3-none-any\n").encode()
+        members[f"{info}/entry_points.txt"] = f"[swiftlike]\n{name} = {module}\n".encode()
+        members[f"{info}/top_level.txt"] = f"{module}\n".encode()
+        out_dir = Path(output)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        wheel = out_dir / f"{module}-{version}-py3-none-any.whl"
+        _write_wheel(wheel, members, f"{info}/RECORD")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return wheel
+
+
+def _write_wheel(wheel: Path, members: dict, record_name: str) -> None:
+    record = []
+    tmp = wheel.with_name(f".{wheel.name}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for arcname, content in members.items():
+                data = content if isinstance(content, bytes) else Path(content).read_bytes()
+                _add(zf, arcname, data)
+                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                record.append(f"{arcname},sha256={digest},{len(data)}")
+            record.append(f"{record_name},,")
+            _add(zf, record_name, ("\n".join(record) + "\n").encode())
+        os.replace(tmp, wheel)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _add(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible: same input, same bytes
+    info.external_attr = 0o644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, data)
