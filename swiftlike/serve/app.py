@@ -1,0 +1,233 @@
+"""FastAPI routes: the OpenAI-compatible API, health and metrics, and adapter admin."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..registry import SwiftlikeError
+from .errors import ApiError, invalid, model_not_found, unauthorized
+from .generation import Job
+from .pool import ReplacedMeanwhile
+from .schemas import AdapterPut, ChatCompletionRequest, CompletionRequest, VllmLoad, VllmUnload
+
+
+def create_app(rt) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        rt.engine.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(rt.engine.stop)
+
+    app = FastAPI(title="swiftlike serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(_CountRequests, metrics=rt.metrics)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, err: ApiError):
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, err):
+        body = ApiError(err.status_code, str(err.detail), code="not_found" if err.status_code == 404 else None)
+        return JSONResponse(body.body(), status_code=err.status_code)
+
+    # -- who is calling -----------------------------------------------------------------------------------------
+    async def caller(request: Request):
+        who = rt.auth.authenticate(request.headers.get("authorization"))
+        if who is None:
+            raise unauthorized()
+        return who
+
+    async def admin(who=Depends(caller)):
+        if not who.is_admin:
+            raise ApiError(403, "This endpoint needs the admin key.", code="forbidden")
+        return who
+
+    # -- public -------------------------------------------------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        if not rt.engine.alive:
+            return JSONResponse({"status": "engine stopped"}, status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=[Depends(admin)])
+    async def metrics():
+        return PlainTextResponse(rt.metrics.render(_gauges(rt), _counters(rt)),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    def model_card(name: str) -> dict:
+        parent = None if name == rt.base_name else rt.base_name
+        return {"id": name, "object": "model", "created": rt.started, "owned_by": "swiftlike", "root": name,
+                "parent": parent}
+
+    def visible(who) -> list[str]:
+        return [rt.base_name] + [n for n in rt.pool.names() if who.may_use(n)]
+
+    @app.get("/v1/models")
+    async def list_models(who=Depends(caller)):
+        return {"object": "list", "data": [model_card(n) for n in visible(who)]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str, who=Depends(caller)):
+        if model_id not in visible(who):
+            raise model_not_found(model_id)
+        return model_card(model_id)
+
+    async def generate(request: Request, who, schema, chat: bool):
+        body = _parse(schema, await request.body())
+        job = Job(rt, who, body, chat=chat)
+        await job.start()
+        headers = {"x-swiftlike-adapter": job.fingerprint}
+        if body.stream:
+            return _JobStream(job, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        try:
+            return JSONResponse(await job.response(), headers=headers)
+        finally:
+            job.close()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, who=Depends(caller)):
+        return await generate(request, who, ChatCompletionRequest, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, who=Depends(caller)):
+        return await generate(request, who, CompletionRequest, chat=False)
+
+    # -- adapter admin ------------------------------------------------------------------------------------------
+    @app.get("/v1/adapters", dependencies=[Depends(admin)])
+    async def list_adapters():
+        return {"object": "list", "max_resident": rt.pool.max_resident, "resident": rt.pool.resident(),
+                "data": rt.pool.snapshot()}
+
+    async def put_adapter(name: str, source: str) -> dict:
+        if name == rt.base_name:
+            raise invalid(f"{name!r} is the base model's name", param="name")
+        replaced = name in rt.pool
+        try:
+            adapter = await rt.pool.put(name, source)
+        except ReplacedMeanwhile as err:
+            raise ApiError(409, str(err), code="conflict") from None
+        except (SwiftlikeError, OSError, ValueError) as err:
+            raise ApiError(400, f"cannot load adapter {name!r} from {source!r}: {err}", param="source",
+                           code="invalid_adapter") from None
+        return {"name": name, "version": adapter.version, "source": source, "replaced": replaced,
+                "resident": name in rt.pool.resident(), "load_seconds": round(adapter.load_seconds, 4)}
+
+    @app.post("/v1/adapters", dependencies=[Depends(admin)])
+    async def post_adapter(request: Request):
+        body = _parse(AdapterPut, await request.body())
+        return await put_adapter(body.name, body.source)
+
+    @app.delete("/v1/adapters/{name}", dependencies=[Depends(admin)])
+    async def delete_adapter(name: str):
+        if not rt.pool.remove(name):
+            raise ApiError(404, f"no adapter named {name!r}", code="not_found", param="name")
+        return {"name": name, "deleted": True}
+
+    # vLLM's runtime LoRA endpoints, for clients written against it
+    @app.post("/v1/load_lora_adapter", dependencies=[Depends(admin)])
+    async def vllm_load(request: Request):
+        body = _parse(VllmLoad, await request.body())
+        await put_adapter(body.lora_name, body.lora_path)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
+
+    @app.post("/v1/unload_lora_adapter", dependencies=[Depends(admin)])
+    async def vllm_unload(request: Request):
+        body = _parse(VllmUnload, await request.body())
+        await delete_adapter(body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
+
+    return app
+
+
+class _JobStream(StreamingResponse):
+    """Closes the job however the response ends (a generator that never started has no `finally` to run)."""
+
+    def __init__(self, job: Job, **kw):
+        super().__init__(job.sse(), **kw)
+        self.job = job
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.close()
+
+
+def _parse(schema: type[BaseModel], raw: bytes):
+    """The body, validated after authentication (so an unauthenticated caller learns nothing from a 422)."""
+    try:
+        data = json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise invalid(f"the request body is not valid JSON ({err})", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise invalid("the request body must be a JSON object", code="invalid_json")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "body"
+            problems.append(f"{where}: {e['msg']}")
+        first = err.errors()[0]["loc"]
+        raise invalid("; ".join(problems), param=str(first[0]) if first else None) from None
+
+
+def _gauges(rt) -> dict:
+    return {
+        "swiftlike_adapters_resident": ("Adapters in memory.", len(rt.pool.resident())),
+        "swiftlike_adapters_known": ("Adapters that can be requested.", len(rt.pool.names())),
+        "swiftlike_max_resident": ("--max_resident.", rt.pool.max_resident),
+        "swiftlike_requests_running": ("Requests in the running batch.", rt.engine.running),
+        "swiftlike_requests_waiting": ("Requests queued for the engine.", len(rt.engine.waiting)),
+        "swiftlike_requests_in_flight": ("Requests admitted and not finished.", rt.inflight),
+    }
+
+
+def _counters(rt) -> dict:
+    s = rt.engine.stats
+    return {
+        "swiftlike_adapter_loads_total": ("Adapter loads from disk (lazy and admin).", rt.pool.loads),
+        "swiftlike_adapter_evictions_total": ("Adapters evicted (LRU) to stay within --max_resident.",
+                                              rt.pool.evictions),
+        "swiftlike_adapter_load_failures_total": ("Adapter loads that failed.", rt.pool.load_failures),
+        "swiftlike_adapter_load_seconds_total": ("Time spent loading adapters.", sum(rt.pool.load_seconds)),
+        "swiftlike_engine_decode_steps_total": ("Batched decode steps.", s["decode_steps"]),
+        "swiftlike_engine_decode_rows_total": ("Rows over all decode steps (mean batch = rows / steps).",
+                                               s["decode_rows"]),
+        "swiftlike_engine_prefills_total": ("Prompts prefilled.", s["prefills"]),
+        "swiftlike_engine_generated_tokens_total": ("Tokens generated (incl. cancelled requests).",
+                                                    s["generated_tokens"]),
+    }
+
+
+class _CountRequests:
+    """ASGI middleware counting responses by route template and status (streaming-safe, unlike BaseHTTPMiddleware)."""
+
+    def __init__(self, app, metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "other"
+            self.metrics.request(endpoint, status.get("code", 500))
