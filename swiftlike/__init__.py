@@ -11,8 +11,10 @@ def __getattr__(name):
         "get_template": "swiftlike.templates",
         "inference": "swiftlike.infer",
     }
-    if name in lazy:
-        import importlib
+    import importlib
 
+    if name in lazy:
         return getattr(importlib.import_module(lazy[name]), name)
+    if name in ("adapters", "templates", "data", "train", "models", "serve", "hub"):
+        return importlib.import_module(f"swiftlike.{name}")
     raise AttributeError(f"module 'swiftlike' has no attribute {name!r}")

@@ -300,3 +300,18 @@ def test_out_of_memory_names_the_levers():
     assert msg == ("out of memory while training; try --per_device_train_batch_size 4 with "
                    "--gradient_accumulation_steps 2, --max_length 1024, --gradient_checkpointing true, "
                    "--train_type lora, --quant_bits 4 (QLoRA)")
+
+
+def test_python_api_in_ms_swift_shape(lora_run, tiny_model):
+    """get_model_tokenizer / get_template / adapters.load / inference, imported lazily from the top package."""
+    import swiftlike
+    from swiftlike.infer import generate
+
+    model, tokenizer = swiftlike.get_model_tokenizer(model=str(tiny_model))
+    template = swiftlike.get_template("smollm2", tokenizer)
+    model = swiftlike.adapters.load(model, lora_run["last_checkpoint"])
+    response, history = swiftlike.inference(model, template, "Who are you?", max_new_tokens=4)
+    assert history == [["Who are you?", response]]
+    assert response == generate(model, template, [{"role": "user", "content": "Who are you?"}], max_new_tokens=4)
+    response2, history = swiftlike.inference(model, template, "And who made you?", history, max_new_tokens=4)
+    assert len(history) == 2 and history[1][0] == "And who made you?"
