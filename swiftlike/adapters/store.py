@@ -32,7 +32,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 
 
 def store_root() -> Path:
-    from ..models.resolve import swiftlike_home
+    from ..paths import swiftlike_home
 
     return swiftlike_home() / "adapters"
 

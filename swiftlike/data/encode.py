@@ -25,8 +25,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def default_cache_dir() -> Path:
-    home = os.environ.get("SWIFTLIKE_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "swiftlike")
-    return Path(home) / "cache" / "encoded"
+    from ..paths import swiftlike_home
+
+    return swiftlike_home() / "cache" / "encoded"
 
 
 def encode_dataset(rows: list, template, num_proc: int = 1, cache_dir=None,

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..paths import swiftlike_home
 from ..registry import ModelSpec, SwiftlikeError, get_registry, resolve_callable
-
-
-def swiftlike_home() -> Path:
-    return Path(os.environ.get("SWIFTLIKE_HOME") or Path.home() / ".cache" / "swiftlike")
 
 
 @dataclass

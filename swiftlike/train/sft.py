@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import random
 import time
 from dataclasses import asdict
 from pathlib import Path
