@@ -29,6 +29,8 @@ class ModelArguments:
     torch_dtype: str = arg("auto", "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.",
                            aliases=["dtype"])
     trust_remote_code: bool = arg(False, "Allow the model repo's own Python code.")
+    attn_impl: str = arg("auto", "Attention: auto (sdpa; per-sequence sdpa for padding-free training batches), "
+                         "sdpa, eager, flash_attention_2.", aliases=["attn_implementation"])
     max_length: int = arg(2048, "Longest encoded sample in tokens.")
     truncation_strategy: str = arg("delete", "delete (drop and count), left or right.")
 
@@ -61,6 +63,7 @@ class SftArguments(ModelArguments):
                                aliases=["lora_target_modules"])
     use_dora: bool = arg(False, "Weight-decomposed LoRA.")
     use_rslora: bool = arg(False, "Rank-stabilised LoRA scaling.")
+    fused_lora: bool = arg(True, "Fused forward/backward for plain LoRA layers (same maths, fewer memory passes).")
     quant_bits: int = arg(0, "QLoRA: 4 or 8 (implies --train_type qlora when set with lora).",
                           aliases=["quantization_bit"])
     bnb_4bit_quant_type: str = arg("nf4", "nf4 or fp4.", aliases=["bnb_4bit_quant"])
@@ -83,6 +86,7 @@ class SftArguments(ModelArguments):
     warmup_steps: int = arg(0, "Warm-up steps (overrides the ratio).")
     weight_decay: float = arg(0.1, "AdamW weight decay.")
     max_grad_norm: float = arg(1.0, "Gradient clipping.")
+    optim: str = arg("adamw_torch_fused", "Optimizer (the HF Trainer's names: adamw_torch_fused, adamw_torch, ...).")
     gradient_checkpointing: bool = arg(False, "Trade compute for memory.")
     seed: int = arg(42, "Random seed.")
     save_steps: Optional[int] = arg(None, "Checkpoint every N steps (default: each epoch end).")

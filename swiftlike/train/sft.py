@@ -85,7 +85,9 @@ def sft(args: SftArguments) -> dict:
     from ..models.load import load_model_tokenizer, pick_dtype
     from ..models.resolve import resolve_model
     from ..templates import get_template, save_template
+    from .fused_lora import fuse_lora_layers
     from .trainer import JsonlLogger, SaveAtEnd, SwiftlikeTrainer
+    from .varlen_attention import enable_varlen_attention
     from .tuners import normalize_targets
 
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -143,18 +145,24 @@ def sft(args: SftArguments) -> dict:
     if args.train_type in ("lora", "dora", "qlora"):
         args.target_modules = normalize_targets(args.target_modules, spec.lora_target_modules)
     dtype = pick_dtype(args.torch_dtype)
+    padding_free = args.padding_free or args.packing
     model, _ = load_model_tokenizer(resolved=resolved, torch_dtype=dtype, quant_bits=args.quant_bits,
                                     quant_type=args.bnb_4bit_quant_type,
                                     double_quant=args.bnb_4bit_use_double_quant,
-                                    trust_remote_code=args.trust_remote_code)
+                                    trust_remote_code=args.trust_remote_code,
+                                    attn_implementation="sdpa" if args.attn_impl == "auto" else args.attn_impl)
     model.config.use_cache = False  # required for padding-free batches; useless in training anyway
+    if args.attn_impl == "auto" and padding_free:
+        enable_varlen_attention(model)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = resolve_callable(tuner.prepare)(model, args)
+    if args.fused_lora and getattr(model, "peft_config", None):
+        fuse_lora_layers(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
-    collator = (PaddingFreeCollator() if args.padding_free or args.packing
+    collator = (PaddingFreeCollator() if padding_free
                 else PaddingCollator(pad_token_id=tokenizer.pad_token_id))
     has_eval = bool(val_enc)
     save_strategy = "steps" if args.save_steps else "epoch"
@@ -166,7 +174,8 @@ def sft(args: SftArguments) -> dict:
         per_device_eval_batch_size=args.per_device_eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
         lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps or args.warmup_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, seed=args.seed, data_seed=args.seed,
+        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, optim=args.optim,
+        seed=args.seed, data_seed=args.seed,
         save_strategy=save_strategy, save_steps=args.save_steps or 500, save_total_limit=args.save_total_limit,
         eval_strategy=("steps" if eval_steps else "epoch") if has_eval else "no", eval_steps=eval_steps,
         logging_steps=args.logging_steps, logging_first_step=True,

@@ -1,0 +1,99 @@
+"""A fused forward/backward for PEFT's plain LoRA linear layers.
+
+PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` as five autograd ops; on a CPU the extra
+elementwise passes (scale, add, and their backward twins, each over a [tokens, out_features] tensor) cost more
+than the rank-r matmuls themselves. Here the LoRA term is accumulated into the base output in place
+(`addmm_`) and the backward writes the input gradient with one more `addmm_`: same parameters, same maths
+(dropout included, drawn from the same RNG stream), fewer passes over memory. Layers that are not plain LoRA
+(DoRA, LoRA bias, several adapters, merged, quantized bases, autocast) keep PEFT's own forward.
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+
+
+class LoraLinearFunction(torch.autograd.Function):
+    """y = x W^T + b + s (dropout(x) A^T) B^T with gradients for x, A, B (and W, b when they train).
+
+    Dropout draws its mask exactly as `nn.Dropout` does (same RNG stream), so a seeded run matches PEFT's."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling, dropout_p):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        keep = None
+        if dropout_p > 0:
+            noise = torch.empty_like(x2).bernoulli_(1 - dropout_p)
+            keep = noise.bool()
+            xd = x2 * noise.div_(1 - dropout_p)
+        else:
+            xd = x2
+        h = xd @ lora_a.t()
+        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        y.addmm_(h, lora_b.t(), alpha=scaling)
+        ctx.save_for_backward(x2 if ctx.needs_input_grad[1] else None, xd, h, weight, lora_a, lora_b, keep)
+        ctx.scaling, ctx.shape, ctx.dropout_p = scaling, shape, dropout_p
+        return y.view(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, xd, h, weight, lora_a, lora_b, keep = ctx.saved_tensors
+        s = ctx.scaling
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        g = dy2 @ lora_b  # [tokens, r], gradient at the LoRA bottleneck before scaling
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = dy2 @ weight
+            if keep is None:
+                dx.addmm_(g, lora_a, alpha=s)
+            else:
+                dx.add_((g @ lora_a).mul_(keep), alpha=s / (1 - ctx.dropout_p))
+            dx = dx.view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            dw = dy2.t() @ x2
+        if ctx.needs_input_grad[2]:
+            db = dy2.sum(0)
+        da = torch.mm(g.t(), xd).mul_(s) if ctx.needs_input_grad[3] else None
+        dB = torch.mm(dy2.t(), h).mul_(s) if ctx.needs_input_grad[4] else None
+        return dx, dw, db, da, dB, None, None
+
+
+def _fused_forward(self, x, *args, **kwargs):
+    if not args and not kwargs and not self.disable_adapters and not self.merged:
+        active = self.active_adapters
+        if len(active) == 1:
+            name = active[0]
+            lora_a = self.lora_A[name] if name in self.lora_A else None
+            lora_b = self.lora_B[name] if name in self.lora_B else None
+            dropout = self.lora_dropout[name] if name in self.lora_dropout else None
+            base = self.base_layer
+            p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
+            if (lora_a is not None and name not in self.lora_variant and lora_b.bias is None
+                    and isinstance(dropout, (torch.nn.Identity, torch.nn.Dropout))
+                    and not torch.is_autocast_enabled(x.device.type)
+                    and x.dtype == base.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype):
+                return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight,
+                                                self.scaling[name], p)
+    return type(self).forward(self, x, *args, **kwargs)
+
+
+def fuse_lora_layers(model) -> int:
+    """Give every plain PEFT LoRA linear layer of `model` the fused forward; returns how many."""
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    count = 0
+    for module in model.modules():
+        if type(module) is LoraLinear and type(module.base_layer) is torch.nn.Linear \
+                and not getattr(module, "fan_in_fan_out", False):
+            module.forward = types.MethodType(_fused_forward, module)
+            count += 1
+    return count
+
+
+def unfuse_lora_layers(model) -> None:
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), types.MethodType) \
+                and module.__dict__["forward"].__func__ is _fused_forward:
+            del module.forward

@@ -1,0 +1,192 @@
+"""The training fast paths give PEFT's and transformers' own results: fused LoRA layers (outputs and every
+gradient) and the per-sequence attention for padding-free rows (logits, gradients, padded batches, generation)."""
+import copy
+
+import pytest
+
+from swiftlike.data import IGNORE_INDEX, PaddingFreeCollator
+
+torch = pytest.importorskip("torch")
+peft = pytest.importorskip("peft")
+
+
+def tiny_llama(attn="sdpa", seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         attn_implementation=attn, use_cache=False)
+    return LlamaForCausalLM(config)
+
+
+def rows(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(0, 256, (n,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * 3 + ids[3:]})
+    return out
+
+
+def lora(model, **kw):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = dict(r=4, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    cfg.update(kw)
+    model = get_peft_model(model, LoraConfig(**cfg))
+    for name, p in model.named_parameters():  # B starts at zero; make the LoRA term count in the check
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    return model
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    out = model(**batch)
+    out.loss.backward()
+    return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+# ---------------------------------------------------------------- fused LoRA
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_lora_matches_peft_outputs_and_gradients(dropout):
+    from swiftlike.train.fused_lora import fuse_lora_layers
+
+    ref = lora(tiny_llama(), lora_dropout=dropout).train()
+    fused = copy.deepcopy(ref)
+    assert fuse_lora_layers(fused) == 14  # 7 linear layers x 2 decoder layers
+    batch = PaddingFreeCollator()(rows([9, 14, 6]))
+    torch.manual_seed(7)  # dropout masks: the fused layers draw them from the same RNG stream as nn.Dropout
+    logits_ref, grads_ref = loss_and_grads(ref, batch)
+    torch.manual_seed(7)
+    logits, grads = loss_and_grads(fused, batch)
+    torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == grads_ref.keys() and len(grads) == 28
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+    # The adapter switched off gives the base model, as with PEFT.
+    with fused.disable_adapter(), ref.disable_adapter(), torch.no_grad():
+        torch.testing.assert_close(fused(**batch).logits, ref(**batch).logits)
+
+
+def test_fused_lora_trains_full_base_weights_too():
+    """modules_to_save-style setups can make a base weight trainable: its gradient must still be right."""
+    from swiftlike.train.fused_lora import fuse_lora_layers
+
+    ref = lora(tiny_llama(), target_modules=["q_proj"]).train()
+    layer = ref.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    layer.weight.requires_grad_(True)
+    fused = copy.deepcopy(ref)
+    fuse_lora_layers(fused)
+    batch = PaddingFreeCollator()(rows([7, 11]))
+    _, grads_ref = loss_and_grads(ref, batch)
+    _, grads = loss_and_grads(fused, batch)
+    name = [n for n in grads if n.endswith("layers.0.self_attn.q_proj.base_layer.weight")][0]
+    torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("extra", [dict(use_dora=True), dict(lora_bias=True)])
+def test_fused_lora_leaves_other_variants_to_peft(extra):
+    """DoRA and a LoRA bias are not the plain case: PEFT's forward runs and results stay PEFT's."""
+    from swiftlike.train import fused_lora
+
+    ref = lora(tiny_llama(), **extra).train()
+    fused = copy.deepcopy(ref)
+    fused_lora.fuse_lora_layers(fused)
+    calls = []
+    original = fused_lora.LoraLinearFunction.apply
+    fused_lora.LoraLinearFunction.apply = lambda *a: calls.append(1) or original(*a)
+    try:
+        batch = PaddingFreeCollator()(rows([8, 10]))
+        torch.manual_seed(1)
+        logits_ref, _ = loss_and_grads(ref, batch)
+        torch.manual_seed(1)
+        logits, _ = loss_and_grads(fused, batch)
+    finally:
+        fused_lora.LoraLinearFunction.apply = original
+    assert calls == []
+    torch.testing.assert_close(logits, logits_ref)
+
+
+def test_unfuse_restores_peft_forward():
+    from swiftlike.train.fused_lora import fuse_lora_layers, unfuse_lora_layers
+
+    model = lora(tiny_llama())
+    fuse_lora_layers(model)
+    unfuse_lora_layers(model)
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+# ---------------------------------------------------------------- per-sequence attention
+def varlen_llama(seed=0):
+    from swiftlike.train.varlen_attention import NAME, enable_varlen_attention
+
+    model = tiny_llama(seed=seed)
+    assert enable_varlen_attention(model)
+    assert model.config._attn_implementation == NAME
+    return model
+
+
+def test_varlen_matches_sdpa_logits_and_gradients_on_padding_free_rows():
+    ref = tiny_llama()
+    model = varlen_llama()
+    data = rows([5, 17, 9, 12])
+    batch = PaddingFreeCollator()(data)
+    logits_ref, grads_ref = loss_and_grads(ref, batch)
+    logits, grads = loss_and_grads(model, batch)
+    torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+    # ... and each sequence's logits are those of the sequence run alone
+    with torch.no_grad():
+        start = 0
+        for r in data:
+            alone = ref(torch.tensor([r["input_ids"]])).logits[0]
+            torch.testing.assert_close(logits[0, start:start + len(r["input_ids"])], alone, atol=1e-5, rtol=1e-5)
+            start += len(r["input_ids"])
+
+
+def test_varlen_keeps_padded_batches_and_generation_correct():
+    from transformers import GenerationConfig
+
+    ref = tiny_llama().eval()
+    model = varlen_llama().eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 3, 4, 5]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, ref(ids, attention_mask=mask).logits)
+        gen = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=0)
+        assert model.generate(ids, attention_mask=mask, generation_config=gen, use_cache=True).tolist() == \
+            ref.generate(ids, attention_mask=mask, generation_config=gen, use_cache=True).tolist()
+
+
+def test_varlen_is_not_enabled_where_it_does_not_apply():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from swiftlike.train.varlen_attention import enable_varlen_attention
+
+    assert not enable_varlen_attention(tiny_llama(attn="eager"))  # the user asked for something else
+    sliding = MistralForCausalLM(MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                               sliding_window=8, attn_implementation="sdpa"))
+    assert not enable_varlen_attention(sliding)
+    assert sliding.config._attn_implementation == "sdpa"
+
+
+def test_varlen_runs_one_attention_per_sequence(monkeypatch):
+    """The point of the path: no [total, total] scores; each call sees one sequence."""
+    import torch.nn.functional as F
+
+    model = varlen_llama()
+    seen = []
+    original = F.scaled_dot_product_attention
+
+    def spy(q, k, v, *a, **kw):
+        seen.append((q.shape[2], kw.get("is_causal"), kw.get("attn_mask") is None))
+        return original(q, k, v, *a, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        model(**PaddingFreeCollator()(rows([5, 17, 9])))
+    assert seen == [(5, True, True), (17, True, True), (9, True, True)] * 2  # two layers
