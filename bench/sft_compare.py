@@ -5,7 +5,7 @@ max_length 256, lr 1e-4 (cosine, warmup 5 %, weight decay 0.1), fp32 on CPU, see
 Prints whole-process wall time, peak RSS, train loss and held-out loss (one neutral script for all adapters).
 
     python bench/sft_compare.py [--swift /venvs/msswift/bin/swift] [--llamafactory /venvs/lf/bin/llamafactory-cli]
-                                [--only swiftlike,ms-swift,llamafactory] [--work DIR]
+                                [--only swiftlike,ms-swift,llamafactory] [--work DIR] [--repeat N]
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--train", default=str(SHARED / "train.jsonl"))
     ap.add_argument("--heldout", default=str(SHARED / "heldout.jsonl"))
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of all tools; medians are reported")
     args = ap.parse_args()
     from swiftlike.models import resolve_model
 
@@ -156,27 +158,47 @@ def main():
     work = Path(args.work or tempfile.mkdtemp(prefix="sft-compare-"))
     work.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
-    results = {}
+    tools = []
     if "swiftlike" in only:
-        results["swiftlike"] = run_swiftlike(model_dir, args.train, work)
+        tools.append(("swiftlike", lambda w: run_swiftlike(model_dir, args.train, w)))
     if "ms-swift" in only and Path(args.swift).exists():
-        results["ms-swift 4.6.0"] = run_msswift(args.swift, model_dir, args.train, work)
+        tools.append(("ms-swift 4.6.0", lambda w: run_msswift(args.swift, model_dir, args.train, w)))
     if "llamafactory" in only and Path(args.llamafactory).exists():
-        results["LLaMA-Factory 0.9.5"] = run_llamafactory(args.llamafactory, model_dir, args.train, work)
+        tools.append(("LLaMA-Factory 0.9.5", lambda w: run_llamafactory(args.llamafactory, model_dir, args.train, w)))
+    # Shared cores drift: with --repeat N every round runs all tools (the order rotates each round) and the
+    # table gives each tool's median; the per-round ratios show how much the machine moved.
+    runs = {name: [] for name, _ in tools}
+    for k in range(args.repeat):
+        order = tools[k % len(tools):] + tools[:k % len(tools)] if tools else []
+        for name, fn in order:
+            w = work / f"round{k}" if args.repeat > 1 else work
+            w.mkdir(parents=True, exist_ok=True)
+            runs[name].append(fn(w))
+            print(f"round {k}: {name} {runs[name][-1]['wall']:.1f} s", file=sys.stderr)
+    results = {}
+    for name, rs in runs.items():
+        ok = [r for r in rs if r["rc"] == 0] or rs
+        walls = sorted(r["wall"] for r in ok)
+        results[name] = {**ok[-1], "wall": statistics.median(walls), "walls": [r["wall"] for r in rs],
+                         "rss": statistics.median(r["rss"] for r in ok)}
     rows = [json.loads(line) for line in Path(args.heldout).read_text().splitlines() if line.strip()]
     for r in results.values():
         r["heldout"] = heldout_loss(model_dir, r["adapter"], rows) if r["adapter"] else None
     base = heldout_loss(model_dir, None, rows)
     print(f"work dir: {work}\nconfig: {CFG}\nheld-out loss of the untrained base: {base:.4f}\n")
-    print(f"{'tool':22s} {'rc':>3s} {'wall s':>8s} {'peak RSS MiB':>13s} {'train loss':>11s} {'held-out':>9s}")
+    print(f"{'tool':22s} {'rc':>3s} {'wall s':>8s} {'peak RSS MiB':>13s} {'train loss':>11s} {'held-out':>9s}"
+          + ("  walls per round" if args.repeat > 1 else ""))
     for name, r in results.items():
         fmt = lambda v, f: format(v, f) if v is not None else "-"
         print(f"{name:22s} {r['rc']:3d} {r['wall']:8.1f} {r['rss']:13.0f} {fmt(r['train_loss'], '11.4f')} "
-              f"{fmt(r['heldout'], '9.4f')}")
+              f"{fmt(r['heldout'], '9.4f')}" + (f"  {[round(w, 1) for w in r['walls']]}" if args.repeat > 1 else ""))
     ours = results.get("swiftlike")
     peers = {k: v for k, v in results.items() if k != "swiftlike" and v["rc"] == 0}
     if ours and peers:
         fastest = min(peers.items(), key=lambda kv: kv[1]["wall"])
+        if args.repeat > 1:
+            per_round = [min(v["walls"][k] for v in peers.values()) / ours["walls"][k] for k in range(args.repeat)]
+            print(f"per round, fastest peer / swiftlike: {[round(x, 2) for x in per_round]}")
         best = min((v["heldout"] for v in peers.values() if v["heldout"] is not None), default=None)
         print(f"\nwall: {fastest[0]} / swiftlike = {fastest[1]['wall'] / ours['wall']:.2f}x (target >= 2.00x)")
         low_rss = min(v["rss"] for v in peers.values())
