@@ -49,13 +49,15 @@ def loss_and_grads(model, batch):
 
 
 # ---------------------------------------------------------------- fused LoRA
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_lora_matches_peft_outputs_and_gradients(dropout):
-    from swiftlike.train.fused_lora import fuse_lora_layers
+@pytest.mark.parametrize("dropout,pack", [(0.0, False), (0.3, False), (0.0, True), (0.3, True)])
+def test_fused_lora_matches_peft_outputs_and_gradients(dropout, pack):
+    from swiftlike.train.fused_lora import can_pack_weights, fuse_lora_layers
 
+    if pack and not can_pack_weights():
+        pytest.skip("this torch build has no oneDNN")
     ref = lora(tiny_llama(), lora_dropout=dropout).train()
     fused = copy.deepcopy(ref)
-    assert fuse_lora_layers(fused) == 14  # 7 linear layers x 2 decoder layers
+    assert fuse_lora_layers(fused, pack_weights=pack) == 14  # 7 linear layers x 2 decoder layers
     batch = PaddingFreeCollator()(rows([9, 14, 6]))
     torch.manual_seed(7)  # dropout masks: the fused layers draw them from the same RNG stream as nn.Dropout
     logits_ref, grads_ref = loss_and_grads(ref, batch)
@@ -63,6 +65,8 @@ def test_fused_lora_matches_peft_outputs_and_gradients(dropout):
     logits, grads = loss_and_grads(fused, batch)
     torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
     assert grads.keys() == grads_ref.keys() and len(grads) == 28
+    packed = [m for m in fused.modules() if "_swiftlike_packed" in m.__dict__]
+    assert len(packed) == (14 if pack else 0)
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
     # The adapter switched off gives the base model, as with PEFT.
@@ -190,3 +194,21 @@ def test_varlen_runs_one_attention_per_sequence(monkeypatch):
     with torch.no_grad():
         model(**PaddingFreeCollator()(rows([5, 17, 9])))
     assert seen == [(5, True, True), (17, True, True), (9, True, True)] * 2  # two layers
+
+
+def test_packed_weights_follow_a_changed_base_weight():
+    """The packed copies are a cache of the frozen weight: if it changes (e.g. a user loads new base weights into
+    the model), the next forward repacks instead of using stale values."""
+    from swiftlike.train.fused_lora import can_pack_weights, fuse_lora_layers
+
+    if not can_pack_weights():
+        pytest.skip("this torch build has no oneDNN")
+    model = lora(tiny_llama())
+    ref = copy.deepcopy(model)
+    fuse_lora_layers(model, pack_weights=True)
+    batch = PaddingFreeCollator()(rows([6, 9]))
+    with torch.no_grad():
+        model(**batch)
+        for m in (model, ref):
+            m.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.mul_(2.0)
+        torch.testing.assert_close(model(**batch).logits, ref(**batch).logits, atol=1e-5, rtol=1e-5)

@@ -158,7 +158,7 @@ def sft(args: SftArguments) -> dict:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = resolve_callable(tuner.prepare)(model, args)
     if args.fused_lora and getattr(model, "peft_config", None):
-        fuse_lora_layers(model)
+        fuse_lora_layers(model, pack_weights=args.pack_cpu_weights)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
