@@ -51,7 +51,8 @@ def loss_and_grads(model, batch):
 # ---------------------------------------------------------------- fused LoRA
 @pytest.mark.parametrize("dropout,pack", [(0.0, False), (0.3, False), (0.0, True), (0.3, True)])
 def test_fused_lora_matches_peft_outputs_and_gradients(dropout, pack):
-    from swiftlike.train.fused_lora import can_pack_weights, fuse_lora_layers
+    from swiftlike.train.cpu_packing import can_pack_weights
+    from swiftlike.train.fused_lora import fuse_lora_layers
 
     if pack and not can_pack_weights():
         pytest.skip("this torch build has no oneDNN")
@@ -199,7 +200,8 @@ def test_varlen_runs_one_attention_per_sequence(monkeypatch):
 def test_packed_weights_follow_a_changed_base_weight():
     """The packed copies are a cache of the frozen weight: if it changes (e.g. a user loads new base weights into
     the model), the next forward repacks instead of using stale values."""
-    from swiftlike.train.fused_lora import can_pack_weights, fuse_lora_layers
+    from swiftlike.train.cpu_packing import can_pack_weights
+    from swiftlike.train.fused_lora import fuse_lora_layers
 
     if not can_pack_weights():
         pytest.skip("this torch build has no oneDNN")
@@ -212,3 +214,92 @@ def test_packed_weights_follow_a_changed_base_weight():
         for m in (model, ref):
             m.base_model.model.model.layers[0].mlp.down_proj.base_layer.weight.mul_(2.0)
         torch.testing.assert_close(model(**batch).logits, ref(**batch).logits, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- packed output head, released file pages
+def test_packed_output_head_matches_the_plain_head():
+    """The lm_head through packed weights: same logits and same gradients for everything that trains; a
+    head that trains itself keeps the plain path (its weight gets a gradient)."""
+    from swiftlike.train.cpu_packing import can_pack_weights, pack_output_head, unpack_output_head
+
+    if not can_pack_weights():
+        pytest.skip("this torch build has no oneDNN")
+    ref = lora(tiny_llama()).train()
+    packed = copy.deepcopy(ref)
+    assert pack_output_head(packed)
+    batch = PaddingFreeCollator()(rows([9, 14, 6]))
+    logits_ref, grads_ref = loss_and_grads(ref, batch)
+    logits, grads = loss_and_grads(packed, batch)
+    assert "_swiftlike_packed" in packed.get_output_embeddings().__dict__
+    torch.testing.assert_close(logits, logits_ref, atol=1e-5, rtol=1e-5)
+    for name in grads_ref:
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+
+    model = tiny_llama()  # full fine-tuning: the head's weight (tied to the embeddings) trains
+    plain = copy.deepcopy(model)
+    pack_output_head(model)
+    _, grads = loss_and_grads(model, batch)
+    _, grads_ref = loss_and_grads(plain, batch)
+    head = [n for n, p in model.named_parameters() if p is model.get_output_embeddings().weight]
+    assert head and grads.keys() == grads_ref.keys()
+    for name in grads_ref:
+        torch.testing.assert_close(grads[name], grads_ref[name], atol=1e-5, rtol=1e-4, msg=name)
+    unpack_output_head(model)
+    assert "forward" not in model.get_output_embeddings().__dict__
+
+
+def _rss_file_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) / 1024
+    pytest.skip("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux page reclaim")
+def test_release_file_pages_drops_a_mapped_checkpoint_but_keeps_its_values(tmp_path):
+    """After packing, the original weights (mapped from the safetensors file) are handed back to the kernel:
+    resident memory falls by their size, and reading them again gives the same values."""
+    from swiftlike.train.cpu_packing import release_file_pages
+
+    n = 32 * 1024 * 1024 // 4  # 32 MiB of float32
+    path = tmp_path / "weights.bin"
+    torch.arange(n, dtype=torch.float32).numpy().tofile(path)
+    mapped = torch.from_file(str(path), shared=False, size=n, dtype=torch.float32)
+    total = mapped.sum().item()  # fault every page in
+    before = _rss_file_mib()
+    assert release_file_pages(mapped)
+    after = _rss_file_mib()
+    if before - after < 24:
+        pytest.skip(f"this kernel ignores MADV_PAGEOUT (RssFile {before:.0f} -> {after:.0f} MiB)")
+    assert mapped.sum().item() == total  # faulted back in from the file
+    anon = torch.ones(1024 * 1024)
+    assert not release_file_pages(anon)  # anonymous memory is never pushed out
+    assert anon.sum().item() == 1024 * 1024
+
+
+# ---------------------------------------------------------------- the trainer's cheaper per-step host work
+def test_trainer_flops_and_grad_clipping_equal_the_base_trainer(tmp_path):
+    """SwiftlikeTrainer counts parameters once and clips only parameters that have gradients: the FLOP
+    estimate, the returned norm and the clipped gradients are exactly the base Trainer's."""
+    from transformers import Trainer, TrainingArguments
+
+    from swiftlike.train.trainer import SwiftlikeTrainer
+
+    model = lora(tiny_llama())
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_grad_norm=0.05, report_to="none")
+    trainer = SwiftlikeTrainer(model=model, args=args, train_dataset=rows([5]))
+    batch = PaddingFreeCollator()(rows([9, 14, 6]))
+    assert trainer.floating_point_ops(batch) == Trainer.floating_point_ops(trainer, batch) > 0
+    loss_and_grads(model, batch)
+    before = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    norm = trainer._clip_grad_norm(model)
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    for n, p in model.named_parameters():
+        if n in before:
+            p.grad.copy_(before[n])
+    base_norm = Trainer._clip_grad_norm(trainer, model)
+    assert float(norm) == pytest.approx(float(base_norm), rel=1e-6) and float(norm) > 0.05  # it did clip
+    for n, p in model.named_parameters():
+        if n in ours:
+            torch.testing.assert_close(ours[n], p.grad, msg=n)
+            assert not torch.equal(ours[n], before[n]) or before[n].abs().sum() == 0

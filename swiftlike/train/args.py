@@ -64,8 +64,8 @@ class SftArguments(ModelArguments):
     use_dora: bool = arg(False, "Weight-decomposed LoRA.")
     use_rslora: bool = arg(False, "Rank-stabilised LoRA scaling.")
     fused_lora: bool = arg(True, "Fused forward/backward for plain LoRA layers (same maths, fewer memory passes).")
-    pack_cpu_weights: bool = arg(True, "With --fused_lora on the CPU in fp32: oneDNN-packed copies of the frozen base "
-                                 "weights (faster matmuls; two more copies of them in memory).")
+    pack_cpu_weights: bool = arg(True, "On the CPU in fp32: oneDNN-packed copies of the frozen weights of fused LoRA "
+                                 "layers and the output head (faster matmuls; about one more copy of them in memory).")
     quant_bits: int = arg(0, "QLoRA: 4 or 8 (implies --train_type qlora when set with lora).",
                           aliases=["quantization_bit"])
     bnb_4bit_quant_type: str = arg("nf4", "nf4 or fp4.", aliases=["bnb_4bit_quant"])

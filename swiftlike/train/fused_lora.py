@@ -14,6 +14,9 @@ import types
 
 import torch
 
+from .cpu_packing import can_pack_weights
+from .cpu_packing import packed as packed_weights
+
 
 class LoraLinearFunction(torch.autograd.Function):
     """y = x W^T + b + s (dropout(x) A^T) B^T with gradients for x, A, B (and W, b when they train).
@@ -67,19 +70,6 @@ class LoraLinearFunction(torch.autograd.Function):
         return dx, dw, db, da, dB, None, None, None
 
 
-def _packed(module, weight):
-    """oneDNN-blocked copies of a frozen fp32 CPU weight, W (forward) and W^T (input gradient), made once and
-    remade if the weight changes. At training shapes oneDNN's fp32 kernels on blocked weights beat the default
-    BLAS call by 15-20 % (a whole step: ~5 %); the price is two more copies of the frozen weights in memory."""
-    key = (weight.data_ptr(), weight._version)
-    cached = module.__dict__.get("_swiftlike_packed")
-    if cached is None or cached[0] != key:
-        pack = torch.ops.mkldnn._reorder_linear_weight
-        cached = (key, (pack(weight.detach(), None), pack(weight.detach().t().contiguous(), None)))
-        module.__dict__["_swiftlike_packed"] = cached
-    return cached[1]
-
-
 def _fused_forward(self, x, *args, **kwargs):
     if not args and not kwargs and not self.disable_adapters and not self.merged:
         active = self.active_adapters
@@ -97,19 +87,15 @@ def _fused_forward(self, x, *args, **kwargs):
                 packed = None
                 if self.__dict__.get("_swiftlike_pack") and x.device.type == "cpu" \
                         and x.dtype == torch.float32 and not base.weight.requires_grad:
-                    packed = _packed(self, base.weight)
+                    packed = packed_weights(self, base.weight)
                 return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight,
                                                 self.scaling[name], p, packed)
     return type(self).forward(self, x, *args, **kwargs)
 
 
-def can_pack_weights() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-
-
 def fuse_lora_layers(model, pack_weights: bool = False) -> int:
     """Give every plain PEFT LoRA linear layer of `model` the fused forward; returns how many. With
-    `pack_weights`, frozen fp32 base weights on the CPU run through oneDNN-packed copies (see `_packed`)."""
+    `pack_weights`, frozen fp32 base weights on the CPU run through oneDNN-packed copies (see `cpu_packing`)."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     count = 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -85,6 +86,7 @@ def sft(args: SftArguments) -> dict:
     from ..models.load import load_model_tokenizer, pick_dtype
     from ..models.resolve import resolve_model
     from ..templates import get_template, save_template
+    from .cpu_packing import pack_output_head
     from .fused_lora import fuse_lora_layers
     from .trainer import JsonlLogger, SaveAtEnd, SwiftlikeTrainer
     from .varlen_attention import enable_varlen_attention
@@ -146,6 +148,10 @@ def sft(args: SftArguments) -> dict:
         args.target_modules = normalize_targets(args.target_modules, spec.lora_target_modules)
     dtype = pick_dtype(args.torch_dtype)
     padding_free = args.padding_free or args.packing
+    if not torch.cuda.is_available() or args.device == "cpu":
+        # every padding-free step has a new token count, so oneDNN builds new kernels each step; its default
+        # cache keeps 1024 of them with their buffers and grows RSS by hundreds of MB over a run
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
     model, _ = load_model_tokenizer(resolved=resolved, torch_dtype=dtype, quant_bits=args.quant_bits,
                                     quant_type=args.bnb_4bit_quant_type,
                                     double_quant=args.bnb_4bit_use_double_quant,
@@ -159,6 +165,8 @@ def sft(args: SftArguments) -> dict:
     model = resolve_callable(tuner.prepare)(model, args)
     if args.fused_lora and getattr(model, "peft_config", None):
         fuse_lora_layers(model, pack_weights=args.pack_cpu_weights)
+    if args.pack_cpu_weights:
+        pack_output_head(model)  # used only while the head is frozen, fp32 and on the CPU
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
 
