@@ -46,10 +46,12 @@ def load_tokenizer(path, trust_remote_code: bool = False):
 def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, hub=None, revision=None,
                          cache_dir=None, torch_dtype=None, model_kwargs=None, load_model=True, quant_bits=0,
                          quant_type="nf4", double_quant=True, trust_remote_code=False, attn_implementation="sdpa",
-                         device_map=None, resolved: ResolvedModel | None = None):
+                         device_map=None, resolved: ResolvedModel | None = None, tokenizer=None):
+    """(model, tokenizer); pass `tokenizer` when it is already loaded (it is returned as is)."""
     resolved = resolved or resolve_model(model_type, model, hub=hub, revision=revision, cache_dir=cache_dir,
                                          model_cache_dir=model_cache_dir)
-    tokenizer = load_tokenizer(resolved.path, trust_remote_code)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(resolved.path, trust_remote_code)
     if not load_model:
         return None, tokenizer
     from transformers import AutoModelForCausalLM

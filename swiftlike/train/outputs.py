@@ -55,12 +55,13 @@ def plot_loss(log_file: Path, out: Path) -> bool:
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     if not train and not evals:
         return False
-    import matplotlib
+    # Figure + the Agg canvas directly: no pyplot, no global figure state, no backend switch for the caller
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     if train:
         ax.plot(*zip(*train), label="train loss")
     if evals:
@@ -71,5 +72,4 @@ def plot_loss(log_file: Path, out: Path) -> bool:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
     return True

@@ -156,7 +156,8 @@ def sft(args: SftArguments) -> dict:
                                     quant_type=args.bnb_4bit_quant_type,
                                     double_quant=args.bnb_4bit_use_double_quant,
                                     trust_remote_code=args.trust_remote_code,
-                                    attn_implementation="sdpa" if args.attn_impl == "auto" else args.attn_impl)
+                                    attn_implementation="sdpa" if args.attn_impl == "auto" else args.attn_impl,
+                                    tokenizer=tokenizer)
     model.config.use_cache = False  # required for padding-free batches; useless in training anyway
     if args.attn_impl == "auto" and padding_free:
         enable_varlen_attention(model)
