@@ -154,6 +154,19 @@ def test_tuners(tiny_model, tmp_path, train_type, extra):
         assert manifest["tuner_config"]["use_dora"] == (train_type == "dora")
 
 
+def test_sft_in_process_leaves_the_garbage_collector_as_it_was(tiny_model, tmp_path):
+    """sft pauses and freezes the collector around start-up and training; a notebook or service calling it must get
+    it back on and unfrozen, or every dropped model would leak (fused layers hold reference cycles)."""
+    import gc
+
+    assert gc.isenabled()
+    sft(_args(tiny_model, tmp_path, max_steps=1, save_steps=None))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with pytest.raises(Exception):
+        sft(_args(tiny_model, tmp_path / "bad", dataset=[str(tmp_path / "missing.jsonl")]))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
 def test_freeze_trains_only_last_layers(tiny_model, tmp_path):
     from swiftlike.models.load import load_model_tokenizer
     from swiftlike.train.tuners import prepare_freeze
