@@ -289,6 +289,36 @@ def test_ddp_two_processes_gloo(tiny_model, tmp_path, launcher):
     assert state["epoch"] == pytest.approx(1.0)
 
 
+def test_deepspeed_configs_by_name_or_file(tmp_path, tiny_model):
+    """ms-swift's --deepspeed names (default-zero2, zero3_offload...) give ZeRO configs for the Trainer; files are
+    checked before anything loads; without the deepspeed package the command stops with one line saying so."""
+    import importlib.util
+
+    from swiftlike.train.deepspeed import deepspeed_config
+
+    assert deepspeed_config(None) is None
+    z2 = deepspeed_config("default-zero2")
+    assert z2["zero_optimization"]["stage"] == 2 and "offload_optimizer" not in z2["zero_optimization"]
+    z3 = deepspeed_config("zero3_offload")
+    assert z3["zero_optimization"]["stage"] == 3
+    assert z3["zero_optimization"]["offload_param"]["device"] == "cpu"
+    good = tmp_path / "ds.json"
+    good.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_batch_size": "auto"}))
+    assert deepspeed_config(str(good)) == str(good)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{\n  "zero_optimization": {"stage": 2},\n  oops\n}')
+    with pytest.raises(SwiftlikeError, match=r"bad.json: line 3: not valid JSON"):
+        deepspeed_config(str(bad))
+    with pytest.raises(SwiftlikeError, match="no such file and not a built-in config"):
+        deepspeed_config(str(tmp_path / "missing.json"))
+    if importlib.util.find_spec("deepspeed") is None:
+        proc = _cli("sft", "--model", str(tiny_model), "--dataset", str(DATA), "--deepspeed", "zero2",
+                    "--output_dir", str(tmp_path / "out"))
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "pip install deepspeed" in proc.stderr
+        assert not (tmp_path / "out").exists()  # stopped before making a run directory
+
+
 def test_clear_errors(tmp_path):
     proc = _cli("sft", "--model_type", "qwen1half-1_8b-chatt", "--dataset", str(DATA))
     assert proc.returncode == 1

@@ -96,7 +96,8 @@ class SftArguments(ModelArguments):
     eval_steps: Optional[int] = arg(None, "Evaluate every N steps (default: like save_steps).")
     logging_steps: int = arg(5, "Log every N steps.")
     resume_from_checkpoint: Optional[str] = arg(None, "A checkpoint dir, or 'last' for the newest in --output_dir.")
-    deepspeed: Optional[str] = arg(None, "DeepSpeed config JSON (passed to the HF Trainer).")
+    deepspeed: Optional[str] = arg(None, "DeepSpeed config JSON, or zero2, zero3, zero2_offload, zero3_offload "
+                                   "(ms-swift's default-zero2 etc. too); passed to the HF Trainer.")
     neftune_noise_alpha: Optional[float] = arg(None, "NEFTune embedding noise.")
     report_to: list = arg(["tensorboard"], "Trainer loggers (tensorboard, none, wandb...).")
     dataloader_num_workers: int = arg(0, "DataLoader workers.")

@@ -101,6 +101,7 @@ def _sft(args: SftArguments) -> dict:
     from ..models.resolve import resolve_model
     from ..templates import get_template, save_template
     from .cpu_packing import pack_output_head
+    from .deepspeed import resolve_deepspeed
     from .fused_lora import fuse_lora_layers
     from .trainer import JsonlLogger, SaveAtEnd, SwiftlikeTrainer
     from .varlen_attention import enable_varlen_attention
@@ -111,6 +112,7 @@ def _sft(args: SftArguments) -> dict:
                              f"train on the CPU")
     if not args.dataset:
         raise SwiftlikeError("no training data: pass --dataset NAME_OR_PATH (e.g. self-cognition#200, data.jsonl)")
+    ds_config = resolve_deepspeed(args.deepspeed)  # fails now, not after the model has loaded
     if args.quant_bits and args.train_type == "lora":
         args.train_type = "qlora"
     tuner = get_registry().tuners.get(args.train_type)
@@ -207,7 +209,7 @@ def _sft(args: SftArguments) -> dict:
         fp16=dtype == torch.float16 and torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available() or args.device == "cpu",
         remove_unused_columns=False, prediction_loss_only=True, include_num_input_tokens_seen=True,
-        dataloader_num_workers=args.dataloader_num_workers, deepspeed=args.deepspeed,
+        dataloader_num_workers=args.dataloader_num_workers, deepspeed=ds_config,
         neftune_noise_alpha=args.neftune_noise_alpha, ddp_find_unused_parameters=False,
         save_only_model=False, disable_tqdm=not state.is_main_process,
     )
