@@ -9,6 +9,7 @@ re-read from disk if anything touches the weight again, so the packed copies cos
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import sys
 
@@ -64,9 +65,14 @@ def release_file_pages(tensor) -> bool:
     hi = (start + tensor.numel() * tensor.element_size()) // page * page
     if hi <= lo:
         return False
+    return _madvise()(lo, hi - lo, _MADV_PAGEOUT) == 0
+
+
+@functools.lru_cache(maxsize=1)
+def _madvise():
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return libc.madvise(lo, hi - lo, _MADV_PAGEOUT) == 0
+    return libc.madvise
 
 
 class PackedLinearFunction(torch.autograd.Function):
