@@ -130,13 +130,36 @@ def test_error_lists_ten_and_counts(tmp_path):
     assert f"{f}:10:" in msg and f"{f}:11:" not in msg and "and 15 more" in msg
 
 
-def test_skip_bad_rows(caplog):
+def good_rows(path, n):
+    path.write_text("".join(json.dumps({"query": f"q{i}", "response": "r"}) + "\n" for i in range(n)))
+    return str(path)
+
+
+def test_skip_bad_rows(caplog, tmp_path):
+    # bad.jsonl: 6 bad rows, 2 good; with 4 more good rows the bad ones are exactly half: skipped.
     with caplog.at_level(logging.WARNING, logger="swiftlike.data"):
-        splits = load_dataset(str(DATA / "bad.jsonl"), skip_bad_rows=True)
-    assert splits.skipped == 6 and len(splits.train) == 2
+        splits = load_dataset([str(DATA / "bad.jsonl"), good_rows(tmp_path / "good.jsonl", 4)], skip_bad_rows=True)
+    assert splits.skipped == 6 and len(splits.train) == 6
     lines = [r.message for r in caplog.records if "skipped" in r.message]
     assert len(lines) == 1
     assert lines[0].startswith(f"skipped 6 bad row(s); first: {DATA / 'bad.jsonl'}:2: invalid JSON (Expecting")
+
+
+def test_skip_bad_rows_stops_past_half(tmp_path):
+    bad = str(DATA / "bad.jsonl")
+    with pytest.raises(DatasetError) as info:
+        load_dataset([bad, good_rows(tmp_path / "three.jsonl", 3)], skip_bad_rows=True)  # 6 of 11
+    msg = str(info.value)
+    assert msg.startswith("skipped 6 of 11 rows (more than half) — the data or its format is probably wrong; "
+                          f"first problems: {bad}:2: invalid JSON")
+    assert f"{bad}:3: row in no known format" in msg and f"{bad}:5:" in msg and f"{bad}:6:" not in msg
+    assert len(info.value.problems) == 6
+    # Val rows count too: 6 bad of 12 is not more than half.
+    splits = load_dataset(bad, val_dataset=good_rows(tmp_path / "val.jsonl", 4), skip_bad_rows=True)
+    assert (len(splits.train), len(splits.val), splits.skipped) == (2, 4, 6)
+    # `#N` sampling does not change the count: the rows read are what the threshold is about.
+    with pytest.raises(DatasetError, match="skipped 6 of 8 rows"):
+        load_dataset(f"{bad}#100", skip_bad_rows=True)
 
 
 def test_malformed_json_array(tmp_path):
@@ -170,3 +193,49 @@ def test_tool_turn_must_follow_assistant(tmp_path):
                                           {"role": "assistant", "content": "b"}]}) + "\n")
     assert [str(p) for p in read_dataset(str(f))[1]] == [
         f"{f}:1: messages[1]: roles do not alternate (user -> tool; expected assistant)"]
+
+
+MEDIA = "row carries images (the multimodal format); swiftlike trains text-only models — remove the images or the row"
+
+
+def test_rows_with_images_are_refused(tmp_path):
+    def msg(user, **extra):
+        return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": "ok"}], **extra}
+
+    f = tmp_path / "mm.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in [
+        msg("describe", images=["a.jpg"]),            # 1
+        msg("describe", image="a.jpg"),               # 2
+        msg("describe", videos=["v.mp4"]),            # 3
+        msg("describe", audios=["a.wav"]),            # 4
+        msg("<image>describe"),                       # 5
+        msg("what happens in <video>?"),              # 6
+        msg("<audio> transcribe"),                    # 7
+        msg("Picture 1: <img>a.png</img>\nwhat?"),    # 8  Qwen-VL
+        msg('HTML: <img src="a.png"> and <img alt=x/>'),  # 9  plain text
+        msg("no media", images=[], videos=None),      # 10 empty fields are fine
+    ]))
+    rows, problems = read_dataset(str(f))
+    assert [str(p) for p in problems] == [f"{f}:{i}: {MEDIA}" for i in range(1, 9)]
+    assert [r["messages"][0]["content"][:5] for r in rows] == ["HTML:", "no me"]
+
+
+def test_images_in_sharegpt_alpaca_and_csv(tmp_path):
+    share = tmp_path / "share.json"
+    share.write_text(json.dumps([
+        {"conversations": [{"from": "human", "value": "<image>hi"}, {"from": "gpt", "value": "cat"}]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "cat"}], "images": ["x"]},
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "ok"}]}]))
+    alpaca = tmp_path / "alpaca.jsonl"
+    alpaca.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"instruction": "Describe", "input": "<img>cat.png</img>", "output": "a cat"},
+        {"instruction": "Describe", "output": "a cat", "images": "cat.png"},
+        {"instruction": "Describe", "output": "<video> shows a cat"},
+        {"instruction": "ok", "output": "fine"}]))
+    csv = tmp_path / "mm.csv"
+    csv.write_text('instruction,output,images\nq1,r1,\nq2,r2,[]\nq3,r3,cat.png\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset([str(share), str(alpaca), str(csv)])
+    assert [str(p) for p in info.value.problems] == [
+        f"{share}[#0]: {MEDIA}", f"{share}[#1]: {MEDIA}",
+        f"{alpaca}:1: {MEDIA}", f"{alpaca}:2: {MEDIA}", f"{alpaca}:3: {MEDIA}", f"{csv}:4: {MEDIA}"]

@@ -139,6 +139,25 @@ def test_registry_names(plugins, tmp_path):
         load_dataset("acme-sfx")
 
 
+def test_registered_sharegpt_roles(plugins, tmp_path):
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"turns": [{"who": "client", "say": "hi"},
+                                                               {"who": "bot", "say": "hello"}]}) + "\n")
+
+    class Datasets:
+        @swiftlike.hookimpl
+        def register_datasets(self, register):
+            register("acme-chat", path="chat.jsonl", base_dir=tmp_path, format="sharegpt",
+                     columns={"turns": "conversations"},
+                     roles={"role_tag": "who", "content_tag": "say", "user_tag": "client", "assistant_tag": "bot"})
+            register("acme-typo", path="chat.jsonl", base_dir=tmp_path, format="sharegpt", roles={"role": "who"})
+
+    plugins.add(Datasets(), "acme-chat")
+    assert load_dataset("acme-chat").train[0]["messages"] == [{"role": "user", "content": "hi"},
+                                                              {"role": "assistant", "content": "hello"}]
+    with pytest.raises(DatasetError, match="dataset 'acme-typo' \\(plugin acme-chat\\): unknown sharegpt roles key"):
+        load_dataset("acme-typo")
+
+
 def seed_hf_cache(cache: Path, repo="acme/tiny-sft", files=None) -> Path:
     """A dataset in the real huggingface_hub cache layout: refs/main -> snapshots/<sha>/..."""
     sha = "0123456789abcdef0123456789abcdef01234567"

@@ -4,12 +4,16 @@
     splits = load_dataset(["alpaca-zh#500", "./mine.jsonl", "self-cognition#100"], split_dataset_ratio=0.01,
                           model_name=("小黄", "Xiao Huang"), model_author=("魔搭", "ModelScope"))
     encoded, dropped = encode_dataset(splits.train, template, num_proc=4)
+    prompts = load_prompts("eval.jsonl")                   # inference: rows may end with the user turn
+    specs = read_dataset_info("LLaMA-Factory/data")        # LLaMA-Factory / ms-swift dataset_info names
 
 Dataset argument syntax: see swiftlike.data.sources. Row formats: see swiftlike.data.formats.
 Nothing here imports torch until a collator is called.
 """
+from .dataset_info import read_dataset_info
 from .errors import DatasetError, Problem
 from .loading import DatasetSplits, convert_records, load_dataset, read_dataset, sample_rows, split_rows
+from .prompts import load_prompts
 from .sources import DatasetRef, parse_dataset
 
 _LAZY = {
@@ -22,7 +26,7 @@ _LAZY = {
 }
 
 __all__ = ["DatasetError", "Problem", "DatasetSplits", "load_dataset", "read_dataset", "convert_records",
-           "sample_rows", "split_rows", "DatasetRef", "parse_dataset", *_LAZY]
+           "sample_rows", "split_rows", "DatasetRef", "parse_dataset", "load_prompts", "read_dataset_info", *_LAZY]
 
 
 def __getattr__(name):

@@ -26,8 +26,8 @@ class DatasetError(SwiftlikeError):
         super().__init__(message)
 
     @classmethod
-    def from_problems(cls, problems: list[Problem]) -> "DatasetError":
+    def from_problems(cls, problems: list[Problem], hint: str = "fix them or pass --skip_bad_rows true"
+                      ) -> "DatasetError":
         listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
         more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-        return cls(f"{len(problems)} bad row(s) in the dataset; fix them or pass --skip_bad_rows true:\n"
-                   f"{listed}{more}", problems)
+        return cls(f"{len(problems)} bad row(s) in the dataset; {hint}:\n{listed}{more}", problems)

@@ -3,7 +3,8 @@
 | format          | keys                                                              |
 |-----------------|-------------------------------------------------------------------|
 | messages        | `messages` [{role, content, loss?}], `system`?, `tools`?            |
-| sharegpt        | `conversations` [{from, value}], `system`?, `tools`?                |
+| sharegpt        | `conversations` [{from, value}], `system`?, `tools`? (keys and role |
+|                 | names set by `roles`: LLaMA-Factory's `tags`, see SHAREGPT_TAGS)    |
 | firefly         | `conversation` [{human, assistant}], `system`?                      |
 | alpaca          | `instruction`, `input`?, `output`, `system`?, `history`?            |
 | query_response  | `query`, `response`, `history`? [[q, r], ...], `system`?            |
@@ -21,9 +22,18 @@ FORMAT_ALIASES = {"openai": "messages", "conversations": "sharegpt", "conversati
 # Checked in this order: the first whose keys a row has is its format.
 _SIGNATURES = (("messages", ("messages",)), ("sharegpt", ("conversations",)), ("firefly", ("conversation",)),
                ("alpaca", ("instruction", "output")), ("query_response", ("query", "response")))
+# Prompt rows (inference) may leave the reply out.
+_PROMPT_SIGNATURES = tuple((name, keys[:1] if name in ("alpaca", "query_response") else keys)
+                           for name, keys in _SIGNATURES)
+# sharegpt `from` values; "function_call" is an assistant turn whose value may be a JSON tool call.
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system", "observation": "tool", "tool": "tool", "function_call": "assistant",
+                  "system": "system", "observation": "tool", "tool": "tool", "function_call": "function_call",
                   "function": "tool"}
+# The keys of a sharegpt `roles` mapping (LLaMA-Factory's `tags`) and their defaults.
+SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                 "observation_tag": "observation", "function_tag": "function_call", "system_tag": "system"}
+_TAG_ROLES = {"user_tag": "user", "assistant_tag": "assistant", "observation_tag": "tool",
+              "function_tag": "function_call", "system_tag": "system"}
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -40,16 +50,31 @@ def normalize_format(name: Optional[str]) -> Optional[str]:
     return name
 
 
-def detect_format(row: dict) -> Optional[str]:
-    for name, keys in _SIGNATURES:
+def detect_format(row: dict, prompt: bool = False) -> Optional[str]:
+    for name, keys in _PROMPT_SIGNATURES if prompt else _SIGNATURES:
         if all(row.get(k) is not None for k in keys):
             return name
     return None
 
 
-def format_keys(fmt: str) -> tuple:
-    """The keys a row of format `fmt` must have."""
-    return dict(_SIGNATURES)[fmt]
+def format_keys(fmt: str, prompt: bool = False) -> tuple:
+    """The keys a row of format `fmt` must have (a prompt row may lack the reply)."""
+    return dict(_PROMPT_SIGNATURES if prompt else _SIGNATURES)[fmt]
+
+
+def sharegpt_roles(roles: Optional[dict]) -> tuple:
+    """(role key, content key, {value: role}) for sharegpt turns; `roles` overrides SHAREGPT_TAGS.
+
+    The usual names (human/user, gpt/assistant, observation/tool...) stay accepted next to custom ones, so an
+    OpenAI-style list given only user/assistant tags may still hold tool turns.
+    """
+    unknown = sorted(set(roles or {}) - set(SHAREGPT_TAGS))
+    if unknown:
+        raise ValueError(f"unknown sharegpt roles key(s) {', '.join(unknown)}; expected {', '.join(SHAREGPT_TAGS)}")
+    tags = {**SHAREGPT_TAGS, **{k: v for k, v in (roles or {}).items() if v}}
+    names = dict(SHAREGPT_ROLES)
+    names.update({tags[tag]: role for tag, role in _TAG_ROLES.items()})
+    return tags["role_tag"], tags["content_tag"], names
 
 
 def rename_columns(row: dict, columns: Optional[dict]) -> dict:
@@ -63,9 +88,9 @@ def rename_columns(row: dict, columns: Optional[dict]) -> dict:
     return out
 
 
-def to_messages(row: dict, fmt: str) -> dict:
-    """Convert one row of format `fmt` to the canonical row; raises RowError."""
-    out = CONVERTERS[fmt](row)
+def to_messages(row: dict, fmt: str, roles: Optional[dict] = None) -> dict:
+    """Convert one row of format `fmt` to the canonical row; raises RowError. `roles`: see sharegpt_roles."""
+    out = _from_sharegpt(row, roles) if fmt == "sharegpt" else CONVERTERS[fmt](row)
     tools = _structured(row.get("tools"), "tools")
     if tools:
         out["tools"] = tools if isinstance(tools, list) else [tools]
@@ -164,21 +189,24 @@ def _tool_call(value: str) -> Optional[list]:
             for c in calls]
 
 
-def _from_sharegpt(row) -> dict:
+def _from_sharegpt(row, roles: Optional[dict] = None) -> dict:
+    role_key, content_key, names = sharegpt_roles(roles)
     messages = []
     for i, turn in enumerate(_list_of_dicts(row, "conversations")):
-        source = turn.get("from")
-        if source not in SHAREGPT_ROLES:
-            raise RowError(f"conversations[{i}] has from={source!r}; expected one of "
-                           f"{', '.join(sorted(SHAREGPT_ROLES))}")
-        content = _text(turn.get("value"), f"conversations[{i}].value")
-        msg = {"role": SHAREGPT_ROLES[source], "content": content}
-        if source == "function_call":
+        source = turn.get(role_key)
+        if not isinstance(source, str) or source not in names:
+            raise RowError(f"conversations[{i}] has {role_key}={source!r}; expected one of "
+                           f"{', '.join(sorted(names))}")
+        content = _content(turn.get(content_key), f"conversations[{i}].{content_key}")
+        role = names[source]
+        msg = {"role": "assistant" if role == "function_call" else role, "content": content}
+        if role == "function_call":
             calls = _tool_call(content)
             if calls:
                 msg = {"role": "assistant", "content": "", "tool_calls": calls}
-        if turn.get("loss") is not None:
-            msg["loss"] = turn["loss"]
+        for key in ("loss", "tool_calls", "name", "tool_call_id"):  # OpenAI-style lists read as sharegpt
+            if turn.get(key) is not None and key not in msg:
+                msg[key] = turn[key]
         messages.append(msg)
     return {"messages": _with_system(messages, row.get("system"))}
 

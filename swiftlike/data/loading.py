@@ -8,10 +8,10 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .errors import DatasetError, Problem
 from .formats import (FORMATS, RowError, detect_format, format_keys, normalize_format, rename_columns,
-                      to_messages)
+                      sharegpt_roles, to_messages)
 from .readers import Record, read_file
 from .sources import Source, parse_dataset, resolve
-from .validate import check_messages
+from .validate import check_messages, media_reason, split_reference
 
 log = logging.getLogger("swiftlike.data")
 
@@ -24,19 +24,30 @@ class DatasetSplits:
     problems: list = field(default_factory=list)
 
 
-def convert_records(records: Iterable[Record], fmt: Optional[str] = None, columns: Optional[dict] = None):
-    """Canonical rows and problems for the records of ONE file; its format is fixed by its first valid row."""
+def convert_records(records: Iterable[Record], fmt: Optional[str] = None, columns: Optional[dict] = None,
+                    roles: Optional[dict] = None, *, prompts: bool = False):
+    """Canonical rows and problems for the records of ONE file; its format is fixed by its first valid row.
+
+    With prompts=True the rows are prompts for inference: `{"messages", "response", "location", "tools"?}`, where
+    a last assistant turn is the reference `response` and the prompt ends with a user (or tool) turn.
+    """
     rows, problems = [], []
     given = normalize_format(fmt)
+    if roles:
+        sharegpt_roles(roles)  # a bad mapping is one error, not a problem on every row
     fixed = given
     for rec in records:
         if rec.row is None:
             problems.append(Problem(rec.location, rec.error))
             continue
         row = rename_columns(rec.row, columns)
-        missing = [k for k in format_keys(fixed) if row.get(k) is None] if fixed else []
+        reason = media_reason(row)
+        if reason:
+            problems.append(Problem(rec.location, reason))
+            continue
+        missing = [k for k in format_keys(fixed, prompts) if row.get(k) is None] if fixed else []
         if fixed is None or missing:
-            found = detect_format(row)
+            found = detect_format(row, prompts)
             if found is None and not given:
                 keys = ", ".join(sorted(map(str, row))) or "none"
                 problems.append(Problem(rec.location, f"row in no known format (keys: {keys}); expected one of "
@@ -50,19 +61,25 @@ def convert_records(records: Iterable[Record], fmt: Optional[str] = None, column
                                                       f"{', '.join(missing)}; {why})"))
                 continue
         try:
-            canon = to_messages(row, fixed)
+            canon = to_messages(row, fixed, roles)
         except RowError as err:
             problems.append(Problem(rec.location, str(err)))
             continue
-        reason = check_messages(canon)
+        reference = None
+        if prompts:
+            canon, reference = split_reference(canon)
+        reason = media_reason(canon) or check_messages(canon, prompt=prompts)
         if reason:
             problems.append(Problem(rec.location, reason))
             continue
+        if prompts:
+            canon = {**canon, "response": reference, "location": rec.location}
         rows.append(canon)
     return rows, problems
 
 
-def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dict] = None):
+def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dict] = None, *,
+                prompts: bool = False):
     """All rows of a resolved source; `fmt` / `columns` from the caller override the registry's."""
     fmt = fmt or source.format
     columns = {**(source.columns or {}), **(columns or {})}
@@ -70,33 +87,49 @@ def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dic
         records = [Record(f"{source.name}[#{i}]", r) if isinstance(r, dict)
                    else Record(f"{source.name}[#{i}]", None, f"expected an object, got {type(r).__name__}")
                    for i, r in enumerate(source.loader())]
-        return convert_records(records, fmt, columns)
+        return convert_records(records, fmt, columns, source.roles, prompts=prompts)
     rows, problems = [], []
     for path in source.files:
-        file_rows, file_problems = convert_records(read_file(path), fmt, columns)
+        file_rows, file_problems = convert_records(read_file(path), fmt, columns, source.roles, prompts=prompts)
         rows += file_rows
         problems += file_problems
     return rows, problems
 
 
-def sample_rows(rows: list, n: int, rng: random.Random) -> list:
-    """N rows without replacement; past len(rows) the whole data repeats, then the remainder is sampled."""
-    if n <= len(rows):
-        return rng.sample(rows, n)
-    if not rows:
+def sample_rows(rows: list, n: int, rng: random.Random, keep_order: bool = False) -> list:
+    """N rows without replacement; past len(rows) the whole data repeats, then the remainder is sampled.
+
+    keep_order=True picks the same rows but returns them in their original order.
+    """
+    if n > len(rows) and not rows:
         raise DatasetError(f"cannot sample {n} rows from an empty dataset")
-    return rows * (n // len(rows)) + rng.sample(rows, n % len(rows))
+    # rng.sample over indices draws exactly what rng.sample(rows, n) would.
+    picked = rng.sample(range(len(rows)), n) if n <= len(rows) else (
+        list(range(len(rows))) * (n // len(rows)) + rng.sample(range(len(rows)), n % len(rows)))
+    return [rows[i] for i in (sorted(picked) if keep_order else picked)]
+
+
+def _read(text: str, *, seed: int, format, columns, hub, cache_dir, split: str = "train", dataset_info=None,
+          prompts: bool = False, **loader_kwargs):
+    """(rows, problems, good rows read before `#N` sampling) for one dataset argument."""
+    ref = parse_dataset(text)
+    source = resolve(ref, hub=hub, cache_dir=cache_dir, split=split, loader_kwargs=loader_kwargs,
+                     dataset_info=dataset_info)
+    rows, problems = read_source(source, format, columns, prompts=prompts)
+    read = len(rows)
+    n = ref.n if ref.n is not None else source.n
+    if n is not None:
+        # Seeded by the argument too, so a dataset's sample does not depend on what it is mixed with.
+        rows = sample_rows(rows, n, random.Random(f"{seed}/{ref.text}"), keep_order=prompts)
+    return rows, problems, read
 
 
 def read_dataset(text: str, *, seed: int = 42, format: Optional[str] = None, columns: Optional[dict] = None,
-                 hub: Optional[str] = None, cache_dir=None, split: str = "train", **loader_kwargs):
+                 hub: Optional[str] = None, cache_dir=None, split: str = "train",
+                 dataset_info: Optional[dict] = None, **loader_kwargs):
     """One dataset argument (`NAME_OR_PATH[:subset][#N]`) -> (rows, problems); `#N` sampling applied."""
-    ref = parse_dataset(text)
-    source = resolve(ref, hub=hub, cache_dir=cache_dir, split=split, loader_kwargs=loader_kwargs)
-    rows, problems = read_source(source, format, columns)
-    if ref.n is not None:
-        # Seeded by the argument too, so a dataset's sample does not depend on what it is mixed with.
-        rows = sample_rows(rows, ref.n, random.Random(f"{seed}/{ref.text}"))
+    rows, problems, _ = _read(text, seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir,
+                              split=split, dataset_info=dataset_info, **loader_kwargs)
     return rows, problems
 
 
@@ -116,22 +149,27 @@ def split_rows(rows: list, ratio: float, seed: int = 42):
 def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Sequence[str], None] = None, *,
                  split_dataset_ratio: float = 0.0, seed: int = 42, shuffle: bool = True,
                  format: Optional[str] = None, columns: Optional[dict] = None, skip_bad_rows: bool = False,
-                 model_name=None, model_author=None, hub: Optional[str] = None, cache_dir=None) -> DatasetSplits:
+                 model_name=None, model_author=None, hub: Optional[str] = None, cache_dir=None,
+                 dataset_info: Optional[dict] = None) -> DatasetSplits:
     """Train (and val) rows from dataset arguments, checked before any training starts.
 
     Several datasets are concatenated then shuffled with `seed`. Without `val_dataset`, `split_dataset_ratio`
     splits val off the train rows. Bad rows raise one DatasetError listing them, or are skipped (counted in
-    `.skipped`, logged once) with skip_bad_rows=True.
+    `.skipped`, logged once) with skip_bad_rows=True, unless they are more than half of the rows read.
+    `dataset_info` (read_dataset_info) defines names that resolve before the registry's.
     """
-    opts = dict(seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir,
+    opts = dict(seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir, dataset_info=dataset_info,
                 model_name=model_name, model_author=model_author)
     problems: list[Problem] = []
+    good = 0
 
     def read_all(names, split):
+        nonlocal good
         rows = []
         for text in [names] if isinstance(names, str) else list(names or []):
-            got, bad = read_dataset(text, split=split, **opts)
+            got, bad, read = _read(text, split=split, **opts)
             rows += got
+            good += read
             problems.extend(bad)
         return rows
 
@@ -139,6 +177,12 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
     val = read_all(val_dataset, "train")  # a val dataset is its own dataset: its train split is the data
     if problems and not skip_bad_rows:
         raise DatasetError.from_problems(problems)
+    total = good + len(problems)
+    if len(problems) * 2 > total:
+        # Skipping most of the data hides a wrong file or format; training on the rest would be a silent failure.
+        first = "; ".join(str(p) for p in problems[:3])
+        raise DatasetError(f"skipped {len(problems)} of {total} rows (more than half) — the data or its format is "
+                           f"probably wrong; first problems: {first}", problems)
     if problems:
         log.warning("skipped %d bad row(s); first: %s", len(problems), problems[0])
     if not train:

@@ -10,6 +10,8 @@
                                                      named SUBSET*) of the dataset's directory
     ...#N                                            N rows sampled with the seed (cycled when N > rows)
 
+With `dataset_info` (swiftlike.data.dataset_info.read_dataset_info), the names it defines come first.
+
 Hub datasets are fetched with swiftlike.hub.snapshot_download(repo_type="dataset"), so HF_HUB_OFFLINE and the
 hub caches apply.
 """
@@ -24,6 +26,7 @@ from typing import Callable, Optional
 
 from ..registry import DatasetSpec, SwiftlikeError, UnknownNameError, get_registry, resolve_callable
 from .errors import DatasetError
+from .formats import sharegpt_roles
 from .readers import DATA_SUFFIXES, data_files
 
 HUB_PREFIXES = {"hf": "hf", "huggingface": "hf", "ms": "ms", "modelscope": "ms"}
@@ -50,6 +53,8 @@ class Source:
     loader: Optional[Callable] = None
     format: Optional[str] = None
     columns: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)  # sharegpt keys / role names, see swiftlike.data.formats
+    n: Optional[int] = None  # rows to sample when the argument has no `#N` (dataset_info `num_samples`)
 
 
 def _exists(path: str) -> bool:
@@ -89,8 +94,15 @@ def parse_dataset(text: str) -> DatasetRef:
 
 
 def resolve(ref: DatasetRef, *, hub: Optional[str] = None, cache_dir=None, split: str = "train",
-            loader_kwargs: Optional[dict] = None) -> Source:
-    """Turn a parsed argument into a Source, downloading hub datasets (or finding them in the cache)."""
+            loader_kwargs: Optional[dict] = None, dataset_info: Optional[dict] = None) -> Source:
+    """Turn a parsed argument into a Source, downloading hub datasets (or finding them in the cache).
+
+    `dataset_info` (name -> DatasetSpec) is looked up first: the user named that file, so its names win over
+    local paths and the registry.
+    """
+    spec = (dataset_info or {}).get(ref.target) if ref.kind != "hub" else None
+    if spec is not None:
+        return _from_spec(spec, ref, hub=hub, cache_dir=cache_dir, split=split, loader_kwargs=loader_kwargs or {})
     if ref.kind == "path":
         path = Path(os.path.expanduser(ref.target))
         if not path.exists():
@@ -122,13 +134,22 @@ def _find_spec(name: str) -> Optional[DatasetSpec]:
 
 
 def _from_spec(spec: DatasetSpec, ref: DatasetRef, *, hub, cache_dir, split, loader_kwargs) -> Source:
+    extra = spec.extra or {}
+    if extra.get("error"):  # a dataset_info entry swiftlike cannot use, reported when it is asked for
+        raise DatasetError(extra["error"])
     if ref.subset and spec.subsets and ref.subset not in spec.subsets:
         raise DatasetError(f"dataset {spec.name!r} has no subset {ref.subset!r}; one of {', '.join(spec.subsets)}")
-    common = dict(format=spec.format, columns=dict(spec.columns or {}))
+    subset = ref.subset or extra.get("subset")
+    try:
+        sharegpt_roles(spec.roles)
+    except ValueError as err:
+        raise DatasetError(f"dataset {spec.name!r} (plugin {spec.plugin}): {err}") from None
+    common = dict(format=spec.format, columns=dict(spec.columns or {}), roles=dict(spec.roles or {}),
+                  n=extra.get("num_samples"))
     split = split if split != "train" else (spec.split or "train")
     if spec.loader is not None:
         fn = resolve_callable(spec.loader)
-        kwargs = dict(loader_kwargs, subset=ref.subset, split=split)
+        kwargs = dict(loader_kwargs, subset=subset, split=split)
         params = inspect.signature(fn).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs = {k: v for k, v in kwargs.items() if k in params}
@@ -139,7 +160,7 @@ def _from_spec(spec: DatasetSpec, ref: DatasetRef, *, hub, cache_dir, split, loa
             path = Path(spec.base_dir) / path
         if not path.exists():
             raise DatasetError(f"dataset {spec.name!r} (plugin {spec.plugin}): {path} does not exist")
-        return Source(spec.name, files=_files(path, ref.subset, split, spec.name), **common)
+        return Source(spec.name, files=_files(path, subset, split, spec.name), **common)
     ids = {"hf": spec.hf, "ms": spec.ms}
     from ..hub import default_hub
 
@@ -149,7 +170,7 @@ def _from_spec(spec: DatasetSpec, ref: DatasetRef, *, hub, cache_dir, split, loa
     if chosen is None:
         raise DatasetError(f"dataset {spec.name!r} (plugin {spec.plugin}) has no path, hub id or loader")
     root = _download(ids[chosen], chosen, cache_dir)
-    return Source(spec.name, files=_files(root, ref.subset, split, spec.name), **common)
+    return Source(spec.name, files=_files(root, subset, split, spec.name), **common)
 
 
 def _download(repo_id: str, hub: Optional[str], cache_dir) -> Path:

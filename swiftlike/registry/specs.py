@@ -84,6 +84,7 @@ class DatasetSpec(Spec):
     subsets: list = field(default_factory=list)
     tags: list = field(default_factory=list)
     columns: dict = field(default_factory=dict)
+    roles: dict = field(default_factory=dict)  # sharegpt turn keys / role names (LLaMA-Factory `tags`: role_tag...)
     summary: Optional[str] = None
     base_dir: Optional[Path] = None
     # callable(**kwargs) -> list[dict] rows, for generated datasets such as self-cognition.
