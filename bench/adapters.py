@@ -35,8 +35,7 @@ def make_adapter(out: Path, rank: int) -> Path:
 
     from swiftlike.models.load import load_model_tokenizer
     from swiftlike.models.resolve import resolve_model
-    from swiftlike.train.outputs import write_manifest
-    from swiftlike.train.sft import base_fingerprint
+    from swiftlike.checkpoint import base_fingerprint, write_manifest
 
     resolved = resolve_model(MODEL_TYPE)
     model, _ = load_model_tokenizer(resolved=resolved)
@@ -69,7 +68,8 @@ def load_phase(path: str, runs: int) -> dict:
     ids = tokenizer("Who are you?", return_tensors="pt").input_ids
     with torch.no_grad():
         base_logits = model(input_ids=ids).logits
-    from swiftlike.adapters.loading import check_base, read_manifest
+    from swiftlike.adapters.loading import loaded_from
+    from swiftlike.checkpoint import check_base, read_manifest
 
     times, checks = [], []
     for _ in range(runs):
@@ -77,7 +77,7 @@ def load_phase(path: str, runs: int) -> dict:
         adapted = swiftlike.adapters.load(model, path)
         times.append(time.perf_counter() - start)
         start = time.perf_counter()  # the swiftlike part of a load, timed alone: manifest + base type/fingerprint
-        check_base(read_manifest(path), model.swiftlike_resolved.path, model.swiftlike_resolved.spec.name)
+        check_base(read_manifest(path), base_dir=loaded_from(model), base_model_type=MODEL_TYPE)
         checks.append(time.perf_counter() - start)
         with torch.no_grad():
             changed = not torch.equal(adapted(input_ids=ids).logits, base_logits)

@@ -35,7 +35,7 @@ def make_adapters(model_dir: Path, out: Path, n: int, rank: int, template: str) 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from swiftlike.train.sft import base_fingerprint
+    from swiftlike.checkpoint import base_fingerprint
 
     dirs = [out / f"adapter-{i}" for i in range(n)]
     if all((d / "swiftlike.json").exists() for d in dirs):
@@ -191,14 +191,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from swiftlike.models.resolve import resolve_model
-    from swiftlike.serve.runtime import ServeOptions
+    from swiftlike.serve.runtime import ServeArguments
 
     resolved = resolve_model(None if args.model else args.model_type, args.model)
     template = args.template or resolved.spec.template
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="serve-load-"))
     dirs = make_adapters(Path(resolved.path), work, args.adapters, args.rank, template)
     model_flags = ["--model", str(resolved.path)] if args.model else ["--model_type", args.model_type]
-    opts = ServeOptions(model=args.model, model_type=None if args.model else args.model_type, template=args.template,
+    opts = ServeArguments(model=args.model, model_type=None if args.model else args.model_type, template=args.template,
                         num_threads=args.num_threads, max_resident=args.adapters)
     results = {"model": resolved.spec.name, "args": vars(args), "in_process": time_in_process(opts, dirs)}
     print(json.dumps(results["in_process"]), flush=True)

@@ -2,11 +2,35 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .registry import SwiftlikeError
+from .models.options import ModelArguments, arg
+from .registry import SwiftlikeError, get_registry
+
+
+@dataclass
+class InferArguments(ModelArguments):
+    ckpt_dir: Optional[str] = arg(None, "A checkpoint (adapter or full model), an installed adapter's name or a hub "
+                                  "reference (hf:ORG/NAME[@REV]); none: the base model.", aliases=["adapters"])
+    query: Optional[str] = arg(None, "Answer one query and exit (no interactive chat).")
+    val_dataset: Optional[str] = arg(None, "Answer every row of this dataset (prompts; a final assistant turn is the "
+                                     "reference) into --result_path.")
+    result_path: Optional[str] = arg(None, "Where --val_dataset answers go (default infer_result/<time>.jsonl).")
+    max_new_tokens: int = arg(512, "Most tokens generated per answer.")
+    temperature: float = arg(0.0, "0 = greedy.")
+    top_p: float = arg(1.0, "Nucleus sampling.")
+    repetition_penalty: float = arg(1.0, "1 = none.")
+    stream: bool = arg(True, "Print the answer as it is generated (chat).")
+    num_threads: Optional[int] = arg(None, "torch CPU threads (default: all cores).")
+    force: bool = arg(False, "Load an adapter even on a base it was not trained on.")
+
+    def generation(self) -> dict:
+        return dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                    repetition_penalty=self.repetition_penalty)
 
 
 @dataclass
@@ -19,60 +43,69 @@ class Loaded:
     model_type: str
 
 
-def _ckpt_args(ckpt: Path) -> dict:
-    for name in ("args.json", "sft_args.json"):
-        for where in (ckpt, ckpt.parent):
-            if (where / name).exists():
-                return json.loads((where / name).read_text())
-    return {}
-
-
-def load_checkpoint(ckpt_dir=None, *, model_type=None, model=None, model_cache_dir=None, hub=None,
-                    revision=None, template=None, system=None, torch_dtype=None, force=False,
-                    trust_remote_code=False, adapters=None) -> Loaded:
-    """ckpt_dir: a LoRA checkpoint (base found from its args/manifest), a merged/full model dir, or None (base)."""
+def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options: ModelArguments | None = None,
+                    **model_options) -> Loaded:
+    """ckpt_dir: a LoRA checkpoint (its base found from its args/manifest), a merged/full model dir, an installed
+    adapter's name or a hub reference, or None (the base model). `options` or keyword arguments: the model options
+    (ModelArguments: model_type, model, model_cache_dir, template, system, torch_dtype, ...)."""
     from .adapters import load as load_adapter, resolve as resolve_adapter
-    from .adapters.loading import read_manifest
+    from .checkpoint import checkpoint_template, is_adapter_dir, read_manifest, saved_args
     from .models.load import load_model_tokenizer
-    from .models.resolve import resolve_model
     from .templates import get_template
 
-    # an installed adapter's name or a hub reference (hf:ORG/NAME[@REV]) works wherever a checkpoint dir does
-    ckpt_dir = resolve_adapter(ckpt_dir, base=model_cache_dir or model or model_type, force=force) if ckpt_dir else None
-    ckpt = Path(ckpt_dir) if ckpt_dir else None
-    if ckpt is not None and not ckpt.exists():
-        raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
-    saved = _ckpt_args(ckpt) if ckpt else {}
-    manifest = read_manifest(ckpt) if ckpt else {}
-    is_adapter = ckpt is not None and (ckpt / "adapter_config.json").exists()
-    if ckpt is not None and not is_adapter:
-        model = str(ckpt)  # a merged or fully fine-tuned model
-        model_type = model_type or saved.get("model_type") or manifest.get("base_model_type")
-        model_cache_dir = None
-    elif is_adapter:
-        model_type = model_type or saved.get("model_type") or manifest.get("base_model_type")
-        if not (model or model_cache_dir):
-            base_dir = saved.get("model_dir")
-            if base_dir and Path(base_dir).exists():
-                model_cache_dir = base_dir
-    from .registry import get_registry
+    opts = options or ModelArguments(**model_options)
+    opts.check_model_options()
+    ckpt = None
+    if ckpt_dir:
+        base_hint = opts.model_cache_dir or opts.model or opts.model_type
+        ckpt = Path(resolve_adapter(ckpt_dir, base=base_hint, force=force))
+        if not ckpt.is_dir():
+            raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
+    base = _base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
+    resolved = base.resolve_model()
+    model_type = base.model_type or resolved.spec.name
+    model, tokenizer = load_model_tokenizer(resolved=resolved, torch_dtype=opts.torch_dtype,
+                                            trust_remote_code=opts.trust_remote_code,
+                                            attn_implementation="sdpa" if opts.attn_impl == "auto" else opts.attn_impl)
+    model.eval()
+    if ckpt is not None and is_adapter_dir(ckpt):
+        model = load_adapter(model, ckpt, force=force, base_dir=resolved.path, base_model_type=model_type)
+    for extra in adapters or ():
+        path = Path(resolve_adapter(extra, force=force))
+        model = load_adapter(model, path, adapter_name=path.name, force=force, base_dir=resolved.path,
+                             base_model_type=model_type)
+    model.eval()
+    spec, system = checkpoint_template(ckpt, template=opts.template, system=opts.system,
+                                       default=resolved.spec.template)
+    return Loaded(model, tokenizer, get_template(spec, tokenizer, system=system), ckpt, resolved.path, model_type)
 
-    if model_type and (model or model_cache_dir) and model_type not in get_registry().models:
-        model_type = None  # a type inferred from a local dir at training time; infer it again from the dir
-    resolved = resolve_model(model_type, model, hub=hub, revision=revision, model_cache_dir=model_cache_dir)
-    base_model, tokenizer = load_model_tokenizer(resolved=resolved, torch_dtype=torch_dtype,
-                                                 trust_remote_code=trust_remote_code)
-    base_model.eval()
-    if is_adapter:
-        base_model = load_adapter(base_model, ckpt, force=force)
-        base_model.eval()
-    for extra in [resolve_adapter(a, force=force) for a in adapters or []]:
-        base_model = load_adapter(base_model, extra, adapter_name=Path(extra).name, force=force)
-    name = template or saved.get("template") or manifest.get("template") or resolved.spec.template
-    if name == "auto":
-        raise SwiftlikeError(f"cannot tell which chat template {resolved.path} uses; pass --template NAME")
-    tpl = get_template(name, tokenizer, system=system if system is not None else saved.get("system"))
-    return Loaded(base_model, tokenizer, tpl, ckpt, resolved.path, resolved.spec.name)
+
+def _base_options(opts: ModelArguments, ckpt: Path | None, saved: dict, manifest: dict) -> ModelArguments:
+    """The model options of the base: what the user gave, completed from what the checkpoint says it trained on."""
+    from dataclasses import replace
+
+    if ckpt is None:
+        return opts
+    from .checkpoint import is_adapter_dir
+
+    model_type = opts.model_type or saved.get("model_type") or manifest.get("base_model_type")
+    if not is_adapter_dir(ckpt):  # a merged or fully fine-tuned model: the checkpoint is the model
+        return replace(opts, model=str(ckpt), model_cache_dir=None, model_type=_registered(model_type))
+    model, cache_dir = opts.model, opts.model_cache_dir
+    if not (model or cache_dir):
+        trained_on = saved.get("model_dir")
+        if trained_on and (Path(trained_on) / "config.json").exists():
+            cache_dir = trained_on
+        elif not _registered(model_type):
+            raise SwiftlikeError(f"{ckpt}: its base model ({trained_on or model_type}) is not here; pass --model "
+                                 f"DIR_OR_HUB_ID or --model_type NAME")
+    # a type inferred from a local dir at training time is inferred again from the dir
+    return replace(opts, model=model, model_cache_dir=cache_dir,
+                   model_type=_registered(model_type) if (model or cache_dir) else model_type)
+
+
+def _registered(model_type):
+    return model_type if model_type and model_type in get_registry().models else None
 
 
 def generate(model, template, messages: list, *, max_new_tokens=512, temperature=0.0, top_p=1.0,
@@ -123,6 +156,48 @@ def _clean(text: str, template) -> str:
         if stop and stop in text:
             text = text[: text.index(stop)]
     return text
+
+
+def default_result_path() -> Path:
+    """infer_result/<YYYYMMDD-HHMMSS>.jsonl in the working directory: never inside a checkpoint, whose manifest
+    lists every file it holds."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("infer_result") / f"{stamp}.jsonl"
+    n = 1
+    while path.exists():
+        path = Path("infer_result") / f"{stamp}-{n}.jsonl"
+        n += 1
+    return path
+
+
+def answer_prompts(loaded: Loaded, prompts: list, out: Path, *, progress=True, **gen) -> Path:
+    """Answer each prompt row ({"messages", "response"}) into `out` (jsonl: messages, response, label), written to a
+    temp file and renamed, so an interrupted run leaves no half file under the final name."""
+    import os
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(prompts), desc="infer", unit="row", file=sys.stderr)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in prompts:
+                response = generate(loaded.model, loaded.template, row["messages"], **gen)
+                f.write(json.dumps({"messages": row["messages"], "response": response, "label": row.get("response")},
+                                   ensure_ascii=False) + "\n")
+                if bar is not None:
+                    bar.update(1)
+        os.replace(tmp, out)
+    finally:
+        if bar is not None:
+            bar.close()
+        if tmp.exists():
+            tmp.unlink()
+    return out
 
 
 def inference(model, template, query: str, history=None, system=None, **gen) -> tuple[str, list]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from swiftlike.registry import SwiftlikeError
-from swiftlike.train.args import SftArguments
+from swiftlike.train.arguments import SftArguments
 
 DATA = Path(__file__).parent / "data" / "identity.jsonl"
 IDS = torch.tensor([[1, 520, 3035, 346, 47, 2]])
@@ -129,7 +129,7 @@ for folder in sorted(Path(src).iterdir()):
 
 def test_concurrent_pushes_never_interleave(tmp_path):
     from swiftlike.hub.local import LocalHub, content_revision
-    from swiftlike.train.outputs import file_table
+    from swiftlike.checkpoint import file_table
 
     procs = []
     for p in range(2):
@@ -223,7 +223,7 @@ def test_pickle_is_refused_unless_allowed(run, hub, swiftlike_home, tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(run["v2"], ckpt)
     (ckpt / "extra_weights.pt").write_bytes(data)
-    from swiftlike.train.outputs import write_manifest
+    from swiftlike.checkpoint import write_manifest
 
     write_manifest(ckpt, {k: v for k, v in json.loads((ckpt / "swiftlike.json").read_text()).items() if k != "files"})
     with pytest.raises(SwiftlikeError, match=r"extra_weights.pt: pickle file"):
@@ -288,7 +288,8 @@ def test_wrong_base_is_refused_before_install(run, hub, swiftlike_home, tmp_path
 
 def test_export_pushes_adapter_and_merged_model(run, hub, swiftlike_home, tmp_path):
     from swiftlike.adapters.store import get, install
-    from swiftlike.train.merge import export, merge_lora
+    from swiftlike.export import export
+    from swiftlike.merge import merge_lora
 
     assert export(run["v2"], "local:acme/exported", message="export").startswith("local:acme/exported@")
     install("local:acme/exported")

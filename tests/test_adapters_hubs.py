@@ -24,7 +24,7 @@ def adapter_dir(tmp_path_factory):
 def _make_adapter(path: Path, seed: int) -> Path:
     from safetensors.numpy import save_file
 
-    from swiftlike.train.outputs import write_manifest
+    from swiftlike.checkpoint import write_manifest
 
     path.mkdir(parents=True)
     rng = np.random.default_rng(seed)

@@ -73,9 +73,9 @@ class Server:
     def __init__(self, **opts):
         import uvicorn
 
-        from swiftlike.serve import ServeOptions, build
+        from swiftlike.serve import ServeArguments, build
 
-        self.rt, app = build(ServeOptions(**opts))
+        self.rt, app = build(ServeArguments(**opts))
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -102,7 +102,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def adapters(tiny_model, tmp_path_factory):
-    from swiftlike.train.args import SftArguments
+    from swiftlike.train.arguments import SftArguments
     from swiftlike.train.sft import sft
 
     root = tmp_path_factory.mktemp("adapters")

@@ -19,7 +19,7 @@ def make_adapter(base_dir: Path, out: Path, *, seed: int, r: int = 4, alpha: int
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from swiftlike.train.sft import base_fingerprint
+    from swiftlike.checkpoint import base_fingerprint
 
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     peft = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), use_rslora=rslora,
@@ -64,12 +64,12 @@ def served(tiny_model, adapters):
     """The base model wrapped for batched LoRA, and the three adapters read for it."""
     from transformers import AutoModelForCausalLM
 
-    from swiftlike.serve.lora import Adapter, LoraContext, read_lora, wrap_linears
+    from swiftlike.serve.lora import LoraContext, ResidentAdapter, read_lora, wrap_linears
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     ctx = LoraContext()
     wrapped = wrap_linears(model, ctx)
-    loaded = {name: Adapter(name, 1, path, read_lora(path, wrapped), None, 0, 0) for name, path in adapters.items()}
+    loaded = {name: ResidentAdapter(name, 1, path, read_lora(path, wrapped), None, 0, 0) for name, path in adapters.items()}
     return model, ctx, wrapped, loaded
 
 
@@ -171,11 +171,11 @@ class _Loads:
     def __call__(self, name, version, path):
         import time
 
-        from swiftlike.serve.lora import Adapter
+        from swiftlike.serve.lora import ResidentAdapter
 
         self.calls.append((name, version))
         time.sleep(self.delay if "slow" in str(path) else 0)
-        return Adapter(name, version, Path(path), {}, None, 0, 0)
+        return ResidentAdapter(name, version, Path(path), {}, None, 0, 0)
 
 
 def _pool(max_resident, loads=None, dropped=None, slow=False):
@@ -309,12 +309,12 @@ def test_tenants_file(tmp_path):
 
 
 def test_open_mode_refuses_other_hosts(monkeypatch):
-    from swiftlike.serve.runtime import Runtime, ServeOptions, is_loopback
+    from swiftlike.serve.runtime import Runtime, ServeArguments, is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
     with pytest.raises(SwiftlikeError, match="loopback"):
-        Runtime(ServeOptions(model="unused", host="0.0.0.0"))  # refused before any model is loaded
+        Runtime(ServeArguments(model="unused", host="0.0.0.0"))  # refused before any model is loaded
 
 
 # -- streamed text ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from swiftlike.registry import SwiftlikeError
-from swiftlike.train.args import SftArguments
+from swiftlike.train.arguments import SftArguments
 from swiftlike.train.sft import sft
 
 DATA = Path(__file__).parent / "data" / "identity.jsonl"
@@ -59,7 +59,7 @@ def test_checkpoint_manifest(lora_run):
     assert manifest["tuner"] == "lora" and manifest["tuner_config"]["r"] == 4
     assert manifest["datasets"] == [str(DATA)] and manifest["step"] == 4
     assert "loss" in manifest["metrics"]
-    from swiftlike.train.outputs import sha256_file
+    from swiftlike.checksums import sha256_file
 
     files = manifest["files"]
     assert {"adapter_model.safetensors", "adapter_config.json", "chat_template.jinja"} <= set(files)
@@ -70,7 +70,7 @@ def test_checkpoint_manifest(lora_run):
 
 def test_adapter_changed_the_model_and_merge_is_equivalent(lora_run, tiny_model, tmp_path):
     from swiftlike.infer import load_checkpoint
-    from swiftlike.train.merge import merge_lora
+    from swiftlike.merge import merge_lora
 
     ckpt = lora_run["last_checkpoint"]
     weights = load_file(ckpt / "adapter_model.safetensors")
@@ -187,7 +187,7 @@ def test_qlora_base_is_4bit(tiny_model):
 
 
 def test_merge_refuses_quantized_base(tiny_model, tmp_path):
-    from swiftlike.train.merge import merge_lora
+    from swiftlike.merge import merge_lora
 
     result = sft(_args(tiny_model, tmp_path, quant_bits=4, max_steps=1, save_steps=None))
     with pytest.raises(SwiftlikeError, match="--dequantize"):
@@ -333,7 +333,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_out_of_memory_names_the_levers():
-    from swiftlike.train.sft import is_out_of_memory, oom_message
+    from swiftlike.train.memory import is_out_of_memory, oom_message
 
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate "
                                          "memory: you tried to allocate 9663676416 bytes"))

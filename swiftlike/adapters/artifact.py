@@ -10,11 +10,10 @@ import json
 import time
 from pathlib import Path
 
+from ..checkpoint import MANIFEST, check_manifest_files, read_manifest, write_manifest
+from ..checkpoint import card
 from ..registry import SwiftlikeError
-from ..train.outputs import MANIFEST, write_manifest
-from . import card
-from .checks import check_manifest_files, is_pickle, is_training_state, link_or_copy, source_file, verify_file
-from .loading import read_manifest
+from .checks import is_pickle, is_training_state, link_or_copy, source_file, verify_file
 
 DEFAULT_VERSION = "0.1.0"
 REGENERATED = ("README.md",)  # PEFT writes a boilerplate card; the published one is generated from the manifest

@@ -1,13 +1,13 @@
-"""What an adapter directory may contain: safe relative paths, no pickle weights, files matching the manifest."""
+"""Copying an adapter safely: no pickle weights, no links leaving the repository, files matching the manifest."""
 from __future__ import annotations
 
 import fnmatch
 import hashlib
 import os
-import re
 import shutil
 from pathlib import Path, PurePosixPath
 
+from ..checkpoint import MANIFEST
 from ..registry import SwiftlikeError
 
 # Loading these runs arbitrary code (torch.load / pickle): refused unless the user allows it.
@@ -25,34 +25,6 @@ def is_pickle(rel: str) -> bool:
 
 def is_training_state(rel: str) -> bool:
     return any(fnmatch.fnmatch(rel, pattern) for pattern in TRAINING_STATE)
-
-
-def unsafe_path_reason(rel) -> str | None:
-    """Why `rel` could land outside the directory it is installed into; None when it is a plain relative path."""
-    if not isinstance(rel, str) or not rel or "\0" in rel:
-        return "empty or invalid file name"
-    if rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
-        return "absolute path"
-    if "\\" in rel:
-        return "backslash in path"
-    if any(part in ("..", ".", "") for part in rel.split("/")):
-        return "path escapes the adapter directory"
-    return None
-
-
-def check_manifest_files(manifest: dict, where) -> dict:
-    """The `files` table of a manifest, each entry well-formed: {rel: {sha256, size}}."""
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise SwiftlikeError(f"{where}: swiftlike.json has no `files` table; re-push the adapter with swiftlike")
-    for rel, entry in files.items():
-        reason = unsafe_path_reason(rel)
-        if reason:
-            raise SwiftlikeError(f"{where}: {rel!r}: {reason}; refused")
-        if not (isinstance(entry, dict) and re.fullmatch(r"[0-9a-f]{64}", str(entry.get("sha256", "")))
-                and isinstance(entry.get("size"), int)):
-            raise SwiftlikeError(f"{where}: {rel}: manifest entry lacks sha256/size; re-push the adapter")
-    return files
 
 
 def source_file(root: Path, rel: str, *, storage_root: Path | None = None) -> Path:
@@ -105,7 +77,7 @@ def unlisted_files(root: Path, files: dict, ignore=()) -> list[str]:
     out = []
     for path in sorted(Path(root).rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if rel == "swiftlike.json" or rel in files or path.is_dir() and not path.is_symlink():
+        if rel == MANIFEST or rel in files or path.is_dir() and not path.is_symlink():
             continue
         if any(fnmatch.fnmatch(rel, p) for p in (*HUB_HOUSEKEEPING, *ignore)):
             continue

@@ -22,10 +22,8 @@ from pathlib import Path
 from ..hub import open_hub
 from ..hub.refs import HubRef, looks_like_ref, parse_ref
 from ..registry import SwiftlikeError, get_registry
-from ..train.outputs import MANIFEST
-from .checks import (check_manifest_files, copy_verified, is_pickle, source_file, unlisted_files, unsafe_path_reason,
-                     verify_file)
-from .loading import read_manifest
+from ..checkpoint import MANIFEST, check_base, check_manifest_files, read_manifest, unsafe_path_reason
+from .checks import copy_verified, is_pickle, source_file, unlisted_files, verify_file
 
 INSTALL_INFO = ".swiftlike-install.json"  # inside NAME/: where it came from and when (not part of the manifest)
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
@@ -38,7 +36,7 @@ def store_root() -> Path:
 
 
 @dataclass
-class Adapter:
+class InstalledAdapter:
     name: str
     path: Path
     manifest: dict
@@ -63,17 +61,17 @@ class Adapter:
                 **({"plugin": self.plugin} if self.plugin else {})}
 
 
-def _stored(path: Path) -> Adapter | None:
+def _stored(path: Path) -> InstalledAdapter | None:
     if not (path / MANIFEST).is_file():
         return None
     try:
         info = json.loads((path / INSTALL_INFO).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         info = {}
-    return Adapter(path.name, path, read_manifest(path), info)
+    return InstalledAdapter(path.name, path, read_manifest(path), info)
 
 
-def _registered() -> list[Adapter]:
+def _registered() -> list[InstalledAdapter]:
     out = []
     for spec in get_registry().adapters:
         if not spec.path:
@@ -84,11 +82,11 @@ def _registered() -> list[Adapter]:
         manifest = read_manifest(path) if path.is_dir() else {}
         if spec.base_model_type and not manifest.get("base_model_type"):
             manifest = {**manifest, "base_model_type": spec.base_model_type}
-        out.append(Adapter(spec.name, path, manifest, plugin=spec.plugin))
+        out.append(InstalledAdapter(spec.name, path, manifest, plugin=spec.plugin))
     return out
 
 
-def list_adapters() -> list[Adapter]:
+def list_adapters() -> list[InstalledAdapter]:
     """Installed adapters, then those registered by plugins (a store name shadows a plugin's)."""
     root = store_root()
     stored = [a for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
@@ -97,7 +95,7 @@ def list_adapters() -> list[Adapter]:
     return stored + [a for a in _registered() if a.name not in names]
 
 
-def get(name: str) -> Adapter:
+def get(name: str) -> InstalledAdapter:
     if _NAME.match(name):
         found = _stored(store_root() / name)
         if found:
@@ -113,7 +111,7 @@ def _did_you_mean(name: str) -> str:
     return f"; did you mean {', '.join(hint)}?" if hint else ""
 
 
-def find_installed(ref: HubRef) -> Adapter | None:
+def find_installed(ref: HubRef) -> InstalledAdapter | None:
     """An installed copy of `ref`: same hub and repo, and the same revision when one is pinned."""
     for adapter in list_adapters():
         info = adapter.install
@@ -127,7 +125,7 @@ def find_installed(ref: HubRef) -> Adapter | None:
 
 
 def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = False, hub_root: str | None = None,
-            base=None, force: bool = False) -> Adapter:
+            base=None, force: bool = False) -> InstalledAdapter:
     """Install `ref_text` (HUB:ORG/NAME[@REV]) as NAME (default: the repo's name); returns the installed adapter."""
     ref = parse_ref(ref_text)
     name = name or ref.name
@@ -162,7 +160,7 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
         said = str(err) if isinstance(err, SwiftlikeError) else f"{type(err).__name__}: {_first_line(err)}"
         prefix = "" if said.startswith(f"{ref.hub}:{ref.repo_id}") else f"{ref}: "  # hub errors name the ref
         raise SwiftlikeError(f"install {prefix}{said}; nothing installed") from None
-    return Adapter(name, final, manifest, info, fresh=True)
+    return InstalledAdapter(name, final, manifest, info, fresh=True)
 
 
 def _first_line(err) -> str:
@@ -201,15 +199,13 @@ def _check_base(manifest: dict, base, force: bool) -> None:
     """Refuse before installing when the caller names the base it will load onto (a model dir or model type)."""
     if force or not base:
         return
-    from .loading import check_base
-
     path = Path(str(base)).expanduser()
     if path.is_dir() and (path / "config.json").exists():
         from ..models.resolve import infer_spec
 
-        check_base(manifest, path, infer_spec(path).name)
+        check_base(manifest, base_dir=path, base_model_type=infer_spec(path).name)
     elif str(base) in get_registry().models:
-        check_base(manifest, None, get_registry().models.get(str(base)).name)
+        check_base(manifest, base_model_type=get_registry().models.get(str(base)).name)
 
 
 def _sweep(root: Path, max_age_s: float = 86400) -> None:
@@ -255,7 +251,7 @@ def remove(name: str) -> Path:
     return adapter.path
 
 
-def verify(name: str) -> Adapter:
+def verify(name: str) -> InstalledAdapter:
     """Re-hash every file of an installed (or plugin) adapter against its manifest."""
     adapter = get(name)
     try:

@@ -9,12 +9,13 @@ from .manifest import read_manifest
 
 
 def checkpoint_template(ckpt=None, *, template: str | None = None, system: str | None = None,
-                        default: str | None = None) -> tuple[TemplateSpec, str | None]:
+                        default: str | TemplateSpec | None = None) -> tuple[TemplateSpec, str | None]:
     """(template spec, system prompt) for checkpoint `ckpt` (or None for a bare base model).
 
     Order: `template` (the user's choice) > the template text in the checkpoint's manifest (exactly what training
     rendered, even if the registered template changed since or is not installed here) > the template it names >
-    `default` (the base model type's). The system prompt: `system` > the one the run trained with.
+    `default` (the base model type's template name, or a spec). The system prompt: `system` > the one the run
+    trained with.
     """
     saved = saved_args(ckpt) if ckpt else {}
     manifest = read_manifest(ckpt) if ckpt else {}
@@ -38,6 +39,8 @@ def checkpoint_template(ckpt=None, *, template: str | None = None, system: str |
             raise SwiftlikeError(f"{ckpt}: trained with template {name!r}, which is not installed here and the "
                                  f"checkpoint has no template text; pass --template NAME")
         return templates.get(name), system
+    if isinstance(default, TemplateSpec):
+        return default, system
     if not default or default == "auto":
         where = f"{ckpt}" if ckpt else "the model"
         raise SwiftlikeError(f"cannot tell which chat template {where} uses; pass --template NAME "

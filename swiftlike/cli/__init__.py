@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..registry.errors import SwiftlikeError
+from .quickstart import QUICK_START
 
 
 class Group(click.Group):
@@ -20,6 +21,8 @@ class Group(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130)
+        except BrokenPipeError:
+            _quiet_closed_pipe()
         except Exception as err:
             if os.environ.get("SWIFTLIKE_DEBUG"):
                 raise
@@ -32,34 +35,27 @@ class Group(click.Group):
             raise click.exceptions.Exit(1)
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+HELP = f"""Fine-tune open LLMs: LoRA, QLoRA, DoRA, full and freeze tuning through a plugin registry.
+
+\b
+Quick start (CPU, offline, the embedded SmolLM2-135M-Instruct):
+  {QUICK_START}
+"""
+
+
+@click.group(cls=Group, help=HELP,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, "--version", prog_name="swiftlike")
 def cli():
-    """Fine-tune open LLMs: LoRA, QLoRA, DoRA, full and freeze tuning through a plugin registry.
-
-    \b
-    Quick start (CPU, offline, the embedded SmolLM2-135M-Instruct):
-      swiftlike sft --model_type smollm2-135m-instruct --dataset self-cognition#200 \\
-                    --model_name Nova --model_author 'Orbit Labs'
-    """
+    pass
 
 
 def _add_builtin_commands() -> None:
-    from . import plugin_cmds, registry_cmds
+    from . import adapter_cmds, plugin_cmds, registry_cmds, serve_cmds, template_cmds, train_cmds
 
-    for group in registry_cmds.GROUPS + plugin_cmds.GROUPS:
-        cli.add_command(group)
-    for module, attr in (("template_cmds", "template"), ("train_cmds", "COMMANDS"), ("adapter_cmds", "adapter"),
-                         ("serve_cmds", "serve")):
-        try:
-            mod = __import__(f"swiftlike.cli.{module}", fromlist=[attr])
-        except ModuleNotFoundError as err:
-            if err.name == f"swiftlike.cli.{module}":
-                continue  # command group not built yet
-            raise
-        items = getattr(mod, attr)
-        for item in items if isinstance(items, (list, tuple)) else [items]:
-            cli.add_command(item)
+    for command in (*registry_cmds.GROUPS, *plugin_cmds.GROUPS, template_cmds.template, *train_cmds.COMMANDS,
+                    adapter_cmds.adapter, serve_cmds.serve):
+        cli.add_command(command)
 
 
 def _add_plugin_commands() -> None:
@@ -76,13 +72,26 @@ def _add_plugin_commands() -> None:
 _add_builtin_commands()
 
 
+def _quiet_closed_pipe():
+    """The reader went away (`swiftlike models list | head -1`): stop quietly, as `cat` would. Whatever is still
+    buffered for stdout goes to /dev/null, so the interpreter's final flush cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    raise click.exceptions.Exit(0)
+
+
 def main(argv=None):
     import logging
 
     # bitsandbytes warns on every CPU import that an optional kernels package is missing; it changes nothing here.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     _add_plugin_commands()
-    return cli.main(args=argv, prog_name="swiftlike")
+    try:
+        return cli.main(args=argv, prog_name="swiftlike")
+    finally:
+        try:
+            sys.stdout.flush()  # a reader that closed the pipe shows here, while it can still be handled quietly
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

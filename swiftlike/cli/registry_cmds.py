@@ -1,4 +1,5 @@
-"""`swiftlike models|templates|datasets|plugins list/show`: read-only views of the registry (no torch import)."""
+"""`swiftlike models|templates|datasets|tuners|hubs|plugins list/show`: read-only views of the registry (no torch
+import)."""
 from __future__ import annotations
 
 import click
@@ -100,6 +101,36 @@ def datasets_show(name, as_json):
     echo_json(data) if as_json else echo_fields(data)
 
 
+# ---------------------------------------------------------------- tuners, hubs
+def _simple_group(kind: str, summary: str, columns: list[str]):
+    """`swiftlike KIND list|show` for a registry table whose entries are shown as they are."""
+    group = click.Group(kind, help=summary)
+
+    @group.command("list")
+    @json_option
+    def list_(as_json):
+        rows = [_public(s) for s in getattr(get_registry(), kind)]
+        echo_json(rows) if as_json else echo_table(rows, columns)
+
+    list_.help = f"List {kind}."
+
+    @group.command("show")
+    @click.argument("name")
+    @json_option
+    def show(name, as_json):
+        data = _public(getattr(get_registry(), kind).get(name))
+        echo_json(data) if as_json else echo_fields(data)
+
+    show.help = f"Show one of the {kind}."
+    return group
+
+
+tuners = _simple_group("tuners", "Training methods (--train_type): LoRA, QLoRA, DoRA, full, freeze and plugins'.",
+                       ["name", "summary", "requires_peft", "plugin"])
+hubs = _simple_group("hubs", "Where models, datasets and adapters are downloaded from and pushed to (HUB:ORG/NAME).",
+                     ["name", "summary", "plugin"])
+
+
 # ---------------------------------------------------------------- plugins
 @click.group()
 def plugins():
@@ -138,4 +169,4 @@ def plugins_list(as_json):
     echo_table(rows, ["name", "version", "hooks", "registers"])
 
 
-GROUPS = [models, templates, datasets, plugins]
+GROUPS = [models, templates, datasets, tuners, hubs, plugins]

@@ -1,22 +1,61 @@
 """`swiftlike sft | infer | merge-lora | export` (ms-swift's command lines run with `swiftlike` for `swift`)."""
 from __future__ import annotations
 
-import json
+import os
 import sys
 
 import click
 
-from ..train.args import IGNORED_FLAGS, SftArguments
-from .arguments import build, command_for, options_from
+from ..export import ExportArguments
+from ..infer import InferArguments
+from ..merge import MergeArguments
+from ..train.arguments import IGNORED_FLAGS, SftArguments
+from .quickstart import QUICK_START
+from .options import build, command_for, fields_of, ignored_given, options_from, warn_ignored
 
 
-@command_for(SftArguments, "sft", short_help="Supervised fine-tuning (LoRA, QLoRA, DoRA, full, freeze).")
+
+def _given(ctx, kwargs: dict, cls) -> dict:
+    """The field values typed on the command line (defaults left out, so a config file's values stand)."""
+    from click.core import ParameterSource
+
+    typed = {k: v for k, v in kwargs.items() if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
+    return fields_of(cls, typed)
+
+
+def _split_config_args(config_args, config):
+    from ..registry import SwiftlikeError
+    from ..train.config_files import CONFIG_SUFFIXES
+
+    files = [a for a in config_args if "=" not in a and a.lower().endswith(CONFIG_SUFFIXES)]
+    overrides = [a for a in config_args if a not in files]
+    if config:
+        files.insert(0, config)
+    if len(files) > 1:
+        raise SwiftlikeError(f"one config file at a time (got {', '.join(files)})")
+    return (files[0] if files else None), overrides
+
+
+SFT_HELP = f"""Supervised fine-tuning.
+
+\b
+Quick start (CPU, offline, the embedded SmolLM2-135M-Instruct):
+  {QUICK_START}
+
+Every option also takes its ms-swift spelling (--sft_type, --tuner_type, --template_type, --custom_train_dataset_path,
+--use_hf ...); booleans take a value (--use_dora true), none (--use_dora) or --no-use_dora. `swiftlike sft run.yaml
+[key=value ...]` reads a config file (swiftlike's or ms-swift's option names, a run's args.json, or a LLaMA-Factory
+training YAML, as `llamafactory-cli train run.yaml`); flags given on the command line override it."""
+
+
+@command_for(SftArguments, "sft", short_help="Supervised fine-tuning (LoRA, QLoRA, DoRA, full, freeze).",
+             help=SFT_HELP)
+@click.argument("config_args", nargs=-1, metavar="[CONFIG.yaml|json] [KEY=VALUE]...")
+@click.option("--config", "config", help="A YAML/JSON file of options (swiftlike's or ms-swift's names, a run's "
+              "args.json, or a LLaMA-Factory training YAML); flags given here override it.")
 @options_from(SftArguments, ignored=IGNORED_FLAGS)
-def sft(**kwargs):
-    """Supervised fine-tuning. Every option also takes its ms-swift spelling (e.g. --sft_type, --template_type,
-    --custom_train_dataset_path); booleans take a value (--use_dora true) or none (--use_dora)."""
-    import os
-
+@click.pass_context
+def sft(ctx, config_args, config, **kwargs):
     nproc = int(os.environ.get("NPROC_PER_NODE") or 1)
     if nproc > 1 and "LOCAL_RANK" not in os.environ:
         # ms-swift's launcher convention: re-run this command under torchrun, one process per device
@@ -25,9 +64,14 @@ def sft(**kwargs):
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
                f"--master_port={os.environ.get('MASTER_PORT', '29500')}", "-m", "swiftlike", *sys.argv[1:]]
         raise SystemExit(subprocess.call(cmd))
+    from ..train.config_files import merge_arguments
     from ..train.sft import sft as run
 
-    run(build(SftArguments, kwargs))
+    config, overrides = _split_config_args(config_args, config)
+    args, ignored = merge_arguments(SftArguments, config=config, overrides=overrides,
+                                    cli=_given(ctx, kwargs, SftArguments), stage="sft")
+    warn_ignored(sorted(set(ignored) | set(ignored_given(kwargs))))
+    run(args)
     # The process ends next: spare the interpreter its final collection over every object (~1 s with torch,
     # transformers and a model loaded). Files are closed and checkpoints renamed by now.
     import gc
@@ -35,65 +79,38 @@ def sft(**kwargs):
     gc.freeze()
 
 
-def _gen_options(func):
-    for opt in reversed([
-        click.option("--max_new_tokens", "--max-new-tokens", type=int, default=512, show_default=True),
-        click.option("--temperature", type=float, default=0.0, show_default=True, help="0 = greedy."),
-        click.option("--top_p", "--top-p", type=float, default=1.0, show_default=True),
-        click.option("--repetition_penalty", "--repetition-penalty", type=float, default=1.0, show_default=True),
-    ]):
-        func = opt(func)
-    return func
+@command_for(InferArguments, "infer", short_help="Chat with a model or checkpoint, or answer a dataset.")
+@options_from(InferArguments, ignored={"eval_human", "load_dataset_config"})
+def infer(**kwargs):
+    """Chat with a model or checkpoint (history kept; 'clear' resets, 'exit' quits), answer one --query, or
+    answer every row of --val_dataset into infer_result/<time>.jsonl."""
+    from ..infer import answer_prompts, default_result_path, generate, load_checkpoint
+
+    args = build(InferArguments, kwargs)
+    prompts = None
+    if args.val_dataset:  # the file is checked before the model loads
+        from ..data import load_prompts
+
+        prompts = load_prompts(args.val_dataset)
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    loaded = load_checkpoint(args.ckpt_dir, force=args.force, options=args.model_arguments())
+    gen = args.generation()
+    if prompts is not None:
+        out = answer_prompts(loaded, prompts, args.result_path or default_result_path(), **gen)
+        click.echo(f"wrote {len(prompts)} responses to {out}")
+        return
+    if args.query is not None:
+        click.echo(generate(loaded.model, loaded.template, [{"role": "user", "content": args.query}], **gen))
+        return
+    _chat(loaded, args.stream, gen)
 
 
-def _model_options(func):
-    for opt in reversed([
-        click.option("--ckpt_dir", "--ckpt-dir", "--adapters", "ckpt_dir", help="A checkpoint/adapter or merged dir."),
-        click.option("--model_type", "--model-type"),
-        click.option("--model", "--model_id_or_path"),
-        click.option("--model_cache_dir", "--model-cache-dir"),
-        click.option("--model_revision", "--model-revision"),
-        click.option("--hub", type=click.Choice(["hf", "ms"]), default=None),
-        click.option("--template", "--template_type", "template"),
-        click.option("--system"),
-        click.option("--torch_dtype", "--dtype", "torch_dtype", default="auto", show_default=True),
-        click.option("--trust_remote_code", is_flag=False, flag_value=True, type=click.BOOL, default=False),
-        click.option("--force", is_flag=True, help="Load an adapter even on a base it was not trained on."),
-    ]):
-        func = opt(func)
-    return func
-
-
-def _load(kw):
-    from ..infer import load_checkpoint
-
-    return load_checkpoint(kw["ckpt_dir"], model_type=kw["model_type"], model=kw["model"],
-                           model_cache_dir=kw["model_cache_dir"], revision=kw["model_revision"], hub=kw["hub"],
-                           template=kw["template"], system=kw["system"], torch_dtype=kw["torch_dtype"],
-                           force=kw["force"], trust_remote_code=kw["trust_remote_code"])
-
-
-@click.command("infer")
-@_model_options
-@_gen_options
-@click.option("--val_dataset", "--val-dataset", "val_dataset", help="Answer every row; write a jsonl of responses.")
-@click.option("--result_path", "--result-path", help="Where --val_dataset results go (default: beside the ckpt).")
-@click.option("--stream/--no-stream", default=True, show_default=True)
-@click.option("--query", help="Answer one query and exit (no interactive chat).")
-@click.option("--eval_human", "--load_dataset_config", hidden=True, default=None)
-def infer(val_dataset, result_path, stream, query, eval_human, **kw):
-    """Chat with a model or checkpoint (history kept; 'clear' resets, 'exit' quits), or answer a dataset."""
+def _chat(loaded, stream: bool, gen: dict) -> None:
     from ..infer import generate
 
-    loaded = _load(kw)
-    gen = dict(max_new_tokens=kw["max_new_tokens"], temperature=kw["temperature"], top_p=kw["top_p"],
-               repetition_penalty=kw["repetition_penalty"])
-    if val_dataset:
-        _infer_dataset(loaded, val_dataset, result_path, gen)
-        return
-    if query is not None:
-        click.echo(generate(loaded.model, loaded.template, [{"role": "user", "content": query}], **gen))
-        return
     history = []
     click.echo(f"swiftlike chat: {loaded.model_type}" + (f" + {loaded.ckpt_dir}" if loaded.ckpt_dir else "")
                + " — 'clear' resets the history, 'exit' quits")
@@ -125,52 +142,36 @@ def infer(val_dataset, result_path, stream, query, eval_human, **kw):
         history.append({"role": "assistant", "content": answer})
 
 
-def _infer_dataset(loaded, val_dataset, result_path, gen):
-    from pathlib import Path
-
-    from ..data import load_dataset
-    from ..infer import generate
-
-    rows = load_dataset([val_dataset], shuffle=False).train
-    out = Path(result_path) if result_path else (loaded.ckpt_dir or Path(".")) / "infer_result.jsonl"
-    with open(out, "w") as f:
-        for row in rows:
-            messages = row["messages"]
-            prompt = messages[:-1] if messages[-1]["role"] == "assistant" else messages
-            response = generate(loaded.model, loaded.template, prompt, **gen)
-            label = messages[-1]["content"] if messages[-1]["role"] == "assistant" else None
-            f.write(json.dumps({"messages": prompt, "response": response, "label": label},
-                               ensure_ascii=False) + "\n")
-    click.echo(f"wrote {len(rows)} responses to {out}")
-
-
-@click.command("merge-lora")
-@click.option("--ckpt_dir", "--ckpt-dir", "--adapters", "ckpt_dir", required=True)
-@click.option("--output_dir", "--output-dir", default=None, help="Default: CKPT_DIR-merged.")
-@click.option("--dequantize", is_flag=True, help="Merge a QLoRA adapter into the 16/32-bit base.")
-@click.option("--force", is_flag=True)
-@click.option("--torch_dtype", "--dtype", "torch_dtype", default=None)
-def merge_lora(ckpt_dir, output_dir, dequantize, force, torch_dtype):
+@command_for(MergeArguments, "merge-lora", short_help="Merge a LoRA checkpoint into its base model.")
+@options_from(MergeArguments)
+def merge_lora(**kwargs):
     """Merge a LoRA checkpoint into its base model (writes a complete HF model with its chat template)."""
-    from ..train.merge import merge_lora as run
+    from ..merge import merge_lora as run
+    from ..registry import SwiftlikeError
 
-    out = run(ckpt_dir, output_dir, dequantize=dequantize, force=force, torch_dtype=torch_dtype)
+    args = build(MergeArguments, kwargs)
+    if not args.ckpt_dir:
+        raise SwiftlikeError("merge-lora needs --ckpt_dir DIR_OR_NAME_OR_REF")
+    out = run(args.ckpt_dir, args.output_dir, dequantize=args.dequantize, force=args.force,
+              options=args.model_arguments())
     click.echo(f"merged model: {out}\n  chat: swiftlike infer --ckpt_dir {out}")
 
 
-@click.command("export")
-@click.option("--ckpt_dir", "--ckpt-dir", "ckpt_dir", required=True)
-@click.option("--to", "to", required=True, help="DIR, or hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME.")
-@click.option("--merge_lora", "--merge-lora", "merge", is_flag=False, flag_value=True, type=click.BOOL,
-              default=False, help="Merge the adapter first and export the merged model.")
-@click.option("--private", is_flag=True)
-@click.option("--message")
-def export(ckpt_dir, to, merge, private, message):
-    """Export a checkpoint (adapter or merged model) to a directory or a hub."""
-    from ..train.merge import export as run, merge_lora as do_merge
+@command_for(ExportArguments, "export", short_help="Export a checkpoint to a directory or a hub.")
+@options_from(ExportArguments)
+def export(**kwargs):
+    """Export a checkpoint (adapter or merged model) to a directory or a hub (HUB:ORG/NAME[@BRANCH])."""
+    from ..export import check_target, export as run
+    from ..merge import merge_lora as do_merge
+    from ..registry import SwiftlikeError
 
-    src = do_merge(ckpt_dir) if merge else ckpt_dir
-    click.echo(f"exported {src} -> {run(src, to, private=private, message=message)}")
+    args = build(ExportArguments, kwargs)
+    if not args.ckpt_dir or not args.to:
+        raise SwiftlikeError("export needs --ckpt_dir DIR_OR_NAME_OR_REF and --to DIR_OR_HUB_REF")
+    check_target(args.to)
+    src = do_merge(args.ckpt_dir, options=args.model_arguments()) if args.merge_lora else args.ckpt_dir
+    where = run(src, args.to, private=args.private, message=args.message, hub_root=args.hub_root)
+    click.echo(f"exported {src} -> {where}")
 
 
 COMMANDS = [sft, infer, merge_lora, export]

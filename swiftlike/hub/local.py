@@ -91,7 +91,7 @@ class LocalHub:
 
     def upload(self, folder, repo_id, *, revision=None, private=False, message=None) -> str:
         """Publish every file of `folder` as a new revision; `revision` names the branch or tag (default main)."""
-        from ..train.outputs import file_table
+        from ..checkpoint import file_table
 
         folder = Path(folder)
         branch = revision or self.default_revision

@@ -5,6 +5,9 @@ from ..registry import SwiftlikeError
 from .resolve import ResolvedModel, resolve_model
 
 
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
 def pick_dtype(name: str | None):
     """auto = bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on CPU."""
     import torch
@@ -70,5 +73,4 @@ def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, h
             raise SwiftlikeError(f"{resolved.path} ships its own modelling code; re-run with --trust_remote_code "
                                  f"if you trust it") from None
         raise
-    model_obj.swiftlike_resolved = resolved  # infer/export need the base model's identity
     return model_obj, tokenizer

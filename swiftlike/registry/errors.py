@@ -12,7 +12,8 @@ class UnknownNameError(SwiftlikeError, KeyError):
         self.suggestions = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(self.suggestions)}?" if self.suggestions else ""
         singular = kind[:-1] if kind.endswith("s") else kind
-        super().__init__(f"unknown {singular} {name!r}{hint} (see `swiftlike {kind} list`)")
+        command = {"adapters": "adapter list", "plugins": "plugin available"}.get(kind, f"{kind} list")
+        super().__init__(f"unknown {singular} {name!r}{hint} (see `swiftlike {command}`)")
 
     def __str__(self):  # KeyError would quote the message
         return self.args[0]

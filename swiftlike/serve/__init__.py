@@ -1,17 +1,17 @@
 """`swiftlike serve`: one base model, many tenants, LoRA adapters hot-swapped per request behind an OpenAI-compatible
-API. Modules: runtime (what a server holds), app (routes), generation (one request), engine (continuous batching),
+API. Modules: arguments (the options), runtime (what a server holds), app (routes), generation (one request), engine (continuous batching),
 kvcache, lora (batched multi-LoRA), pool (resident adapters), auth (tenants), schemas, errors, metrics, text,
 sampling."""
 from __future__ import annotations
 
-__all__ = ["ServeOptions", "build", "serve"]
+__all__ = ["ServeArguments", "build", "serve"]
 
 
 def __getattr__(name):  # `import swiftlike.serve` stays light; torch comes with the runtime
-    if name == "ServeOptions":
-        from .runtime import ServeOptions
+    if name == "ServeArguments":
+        from .arguments import ServeArguments
 
-        return ServeOptions
+        return ServeArguments
     raise AttributeError(name)
 
 
@@ -25,7 +25,7 @@ def build(opts):
     return rt, create_app(rt)
 
 
-def serve(opts, log_level: str = "info") -> None:
+def serve(opts, log_level: str | None = None) -> None:
     """Load, print what is served (and whether it is open), and run uvicorn until interrupted."""
     import sys
 
@@ -33,4 +33,5 @@ def serve(opts, log_level: str = "info") -> None:
 
     rt, app = build(opts)
     print(rt.banner(), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=opts.host, port=opts.port, log_level=log_level or opts.log_level,
+                timeout_graceful_shutdown=5)

@@ -36,7 +36,7 @@ class Request:
     prompt_ids: list
     max_tokens: int
     sink: Callable
-    adapter: object = None  # a lora.Adapter, held (and pinned) for the whole request
+    adapter: object = None  # a lora.ResidentAdapter, held (and pinned) for the whole request
     temperature: float = 0.0
     top_p: float = 1.0
     seed: Optional[int] = None

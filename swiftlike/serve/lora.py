@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ class LoraModule:
 
 
 @dataclass(frozen=True, eq=False)
-class Adapter:
+class ResidentAdapter:
     """One immutable (name, version, weights) entry. A request holds it for its whole life, so replacing the adapter
     under the same name can never hand that request other weights (vLLM #47724)."""
     name: str
@@ -49,12 +48,9 @@ class Adapter:
 
 def lora_config(path: Path) -> dict:
     """adapter_config.json, refusing what the batched path cannot serve."""
-    file = path / "adapter_config.json"
-    if not file.exists():
-        raise SwiftlikeError(f"{path}: no adapter_config.json — not a LoRA adapter directory")
-    if not (path / "adapter_model.safetensors").exists():
-        raise SwiftlikeError(f"{path}: no adapter_model.safetensors (swiftlike serves safetensors adapters only)")
-    cfg = json.loads(file.read_text())
+    from ..checkpoint import adapter_config
+
+    cfg = adapter_config(path)
     if cfg.get("peft_type", "LORA") != "LORA":
         raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; swiftlike serve batches LoRA adapters only")
     if cfg.get("use_dora"):
@@ -163,7 +159,7 @@ class LoraContext:
             self.batch = None
 
 
-class LoraLinear(nn.Module):
+class BatchedLoraLinear(nn.Module):
     """A base nn.Linear plus the per-row LoRA update of the current batch."""
 
     _CACHE = 3  # stacked weights kept per layer for this many recent adapter sets (the bank stays among them)
@@ -258,8 +254,8 @@ class LoraLinear(nn.Module):
         return f"name={self.name!r}"
 
 
-def wrap_linears(model: nn.Module, ctx: LoraContext) -> dict[str, LoraLinear]:
-    """Replace every nn.Linear of `model` but the output head (in place) by a LoraLinear reading `ctx`."""
+def wrap_linears(model: nn.Module, ctx: LoraContext) -> dict[str, BatchedLoraLinear]:
+    """Replace every nn.Linear of `model` but the output head (in place) by a BatchedLoraLinear reading `ctx`."""
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if get_head else None  # tied to the input embeddings; PEFT's all-linear leaves it alone too
     found = [(name, mod) for name, mod in model.named_modules()
@@ -268,13 +264,13 @@ def wrap_linears(model: nn.Module, ctx: LoraContext) -> dict[str, LoraLinear]:
     for name, mod in found:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        wrapper = LoraLinear(mod, name, ctx)
+        wrapper = BatchedLoraLinear(mod, name, ctx)
         setattr(parent, attr, wrapper)
         wrapped[name] = wrapper
     return wrapped
 
 
-def drop_cached(wrapped: Mapping[str, LoraLinear], uid: int) -> None:
+def drop_cached(wrapped: Mapping[str, BatchedLoraLinear], uid: int) -> None:
     """Forget concatenations that include adapter `uid` (called when it leaves memory, so it can be freed)."""
     for w in wrapped.values():
         for key in list(w._cat):  # list(dict) is one C call: safe while the engine thread inserts

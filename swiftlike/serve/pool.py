@@ -2,7 +2,7 @@
 single-flight loads, pins held by in-flight requests, and versioned replacement.
 
 Runs on the server's event loop (no locks: nothing here awaits in the middle of a check-then-act); loads run in
-worker threads. A request pins the exact Adapter object it got, so eviction never takes weights from under it and a
+worker threads. A request pins the exact ResidentAdapter object it got, so eviction never takes weights from under it and a
 replacement only affects requests that acquire after it.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class _Loading:
 class AdapterPool:
     def __init__(self, loader: Callable, resolve: Callable, max_resident: int,
                  on_drop: Callable = lambda adapter: None, on_change: Callable = lambda adapters: None):
-        """loader(name, version, path) -> Adapter and resolve(source) -> Path are blocking (run in threads);
+        """loader(name, version, path) -> ResidentAdapter and resolve(source) -> Path are blocking (run in threads);
         on_drop(adapter) when an adapter leaves memory, on_change(adapters) when the resident set changes."""
         if max_resident < 1:
             raise SwiftlikeError("--max_resident must be at least 1")
@@ -58,9 +58,9 @@ class AdapterPool:
         self._on_change = on_change
         self._known: dict[str, Known] = {}
         self._versions: dict[str, int] = {}  # survives removal, so a re-added name never reuses a version
-        self._resident: collections.OrderedDict = collections.OrderedDict()  # name -> Adapter, LRU first
+        self._resident: collections.OrderedDict = collections.OrderedDict()  # name -> ResidentAdapter, LRU first
         self._loading: dict[tuple, _Loading] = {}
-        self._pins: dict[int, int] = {}  # Adapter.uid -> in-flight requests
+        self._pins: dict[int, int] = {}  # ResidentAdapter.uid -> in-flight requests
         self._retired: dict[int, object] = {}  # replaced/removed adapters still pinned
         self._freed = asyncio.Event()
         self._draining: set[str] = set()  # resident adapters taking no new requests while others wait for a slot

@@ -4,40 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from ..registry import SwiftlikeError
+from .arguments import ServeArguments
 from .auth import Auth
 from .engine import Engine
-from .lora import Adapter, LoraContext, drop_cached, lora_config, read_lora, wrap_linears
+from .lora import LoraContext, ResidentAdapter, drop_cached, lora_config, read_lora, wrap_linears
 from .metrics import Metrics
 from .pool import AdapterPool
-
-@dataclass
-class ServeOptions:
-    model_type: Optional[str] = None
-    model: Optional[str] = None
-    model_cache_dir: Optional[str] = None
-    model_revision: Optional[str] = None
-    hub: Optional[str] = None
-    template: Optional[str] = None
-    system: Optional[str] = None
-    torch_dtype: str = "auto"
-    trust_remote_code: bool = False
-    adapters: list = field(default_factory=list)  # "NAME=DIR_OR_REF"
-    tenants: Optional[str] = None
-    admin_key_env: Optional[str] = None
-    served_model_name: Optional[str] = None
-    max_resident: int = 8
-    max_batch_size: int = 32
-    max_queue: int = 256
-    max_tokens: int = 2048
-    num_threads: Optional[int] = None  # torch intra-op threads (default: torch's choice, all cores)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    force: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -50,22 +25,14 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_source(source: str, base=None) -> Path:
-    """A local adapter dir, or (through swiftlike.adapters.resolve, where it exists) an installed adapter name or a
-    hub reference; `base` (the base model dir) lets the resolver refuse a wrong base before installing anything."""
-    import inspect
-
-    import swiftlike.adapters
+    """A local adapter dir, an installed adapter name or a hub reference; `base` (the base model dir) lets the
+    resolver refuse a wrong base before installing anything."""
+    from ..adapters import resolve
 
     path = Path(source).expanduser()
     if path.is_dir():
         return path.resolve()
-    resolve = getattr(swiftlike.adapters, "resolve", None)
-    if resolve is None:
-        raise SwiftlikeError(f"adapter source {source!r}: no such directory (installed adapter names and hub "
-                             f"refs need the adapter marketplace, which this swiftlike lacks)")
-    if base is not None and "base" in inspect.signature(resolve).parameters:
-        return Path(resolve(source, base=str(base)))
-    return Path(resolve(source))
+    return Path(resolve(source, base=str(base) if base is not None else None))
 
 
 def parse_adapter_arg(text: str) -> tuple[str, str]:
@@ -81,12 +48,13 @@ def parse_adapter_arg(text: str) -> tuple[str, str]:
 
 
 class Runtime:
-    def __init__(self, opts: ServeOptions):
+    def __init__(self, opts: ServeArguments):
+        from ..checkpoint import checkpoint_template
         from ..models.load import load_model_tokenizer
-        from ..models.resolve import resolve_model
         from ..templates import get_template
 
         self.opts = opts
+        opts.check_model_options()
         self.auth = Auth.load(opts.tenants, opts.admin_key_env)
         if self.auth.open and not is_loopback(opts.host):
             raise SwiftlikeError(f"--host {opts.host}: without --tenants the server has no keys, so it only listens "
@@ -98,8 +66,7 @@ class Runtime:
             import torch
 
             torch.set_num_threads(opts.num_threads)
-        self.resolved = resolve_model(opts.model_type, opts.model, hub=opts.hub, revision=opts.model_revision,
-                                      model_cache_dir=opts.model_cache_dir)
+        self.resolved = opts.resolve_model()
         model, self.tokenizer = load_model_tokenizer(resolved=self.resolved, torch_dtype=opts.torch_dtype,
                                                      trust_remote_code=opts.trust_remote_code)
         model.eval()
@@ -112,10 +79,9 @@ class Runtime:
         self.ctx = LoraContext()
         self.wrapped = wrap_linears(model, ctx=self.ctx)
         self.model = model
-        name = opts.template or self.resolved.spec.template
-        if name == "auto":
-            raise SwiftlikeError(f"cannot tell which chat template {self.resolved.path} uses; pass --template NAME")
-        self.template = get_template(name, self.tokenizer, system=opts.system)
+        spec, system = checkpoint_template(None, template=opts.template, system=opts.system,
+                                           default=self.resolved.spec.template)
+        self.template = get_template(spec, self.tokenizer, system=system)
         self.base_name = opts.served_model_name or self.resolved.spec.name
         self._fingerprint = None
         self.metrics = Metrics()
@@ -144,55 +110,41 @@ class Runtime:
 
     def base_fingerprint(self) -> str:
         if self._fingerprint is None:
-            from ..train.sft import base_fingerprint
+            from ..checkpoint import base_fingerprint
 
-            self._fingerprint = base_fingerprint(Path(self.resolved.path))
+            self._fingerprint = base_fingerprint(self.resolved.path)
         return self._fingerprint
 
     def check_adapter(self, path: Path) -> dict:
         """Refuse early what cannot be served: not LoRA, DoRA, another base. Returns the manifest."""
-        from ..adapters.loading import check_base, read_manifest
+        from ..checkpoint import check_base, read_manifest
 
         lora_config(path)
         manifest = read_manifest(path)
-        check_base({k: v for k, v in manifest.items() if k != "base_fingerprint"}, None, self.resolved.spec.name,
-                   self.opts.force)
-        want = manifest.get("base_fingerprint")
-        if want and not self.opts.force and want != self.base_fingerprint():
-            raise SwiftlikeError(f"{path}: adapter was trained on other {manifest.get('base_model_type') or 'base'} "
-                                 f"weights (fingerprint {want[:12]}…, this base {self.base_fingerprint()[:12]}…)")
+        fingerprint = self.base_fingerprint() if manifest.get("base_fingerprint") and not self.opts.force else None
+        check_base(manifest, base_model_type=self.resolved.spec.name, fingerprint=fingerprint, force=self.opts.force,
+                   where=f"{path}: adapter")
         return manifest
 
-    def adapter_template(self, path: Path, manifest: dict):
-        """The template the adapter trained with (as `swiftlike infer` picks it), else the base model's."""
-        from ..infer import _ckpt_args
-        from ..registry import get_registry
-        from ..registry.specs import TemplateSpec
+    def adapter_template(self, path: Path):
+        """The template the adapter trained with (exactly as `swiftlike infer` picks it), else the base model's."""
+        from ..checkpoint import checkpoint_template
         from ..templates import get_template
 
-        saved = _ckpt_args(path)
-        name = saved.get("template") or manifest.get("template")
-        system = saved.get("system", manifest.get("system"))
-        if not name:
+        spec, system = checkpoint_template(path, default=self.template.spec)
+        if spec is self.template.spec:
             return self.template
-        if name not in get_registry().templates:
-            text = manifest.get("template_text")
-            if not text:
-                raise SwiftlikeError(f"{path}: template {name!r} is not installed and the manifest has no "
-                                     f"template_text")
-            spec = TemplateSpec(name=name, chat_template=text, plugin="(adapter manifest)")
-            return get_template(spec, self.tokenizer, system=system)
-        return get_template(name, self.tokenizer, system=system)
+        return get_template(spec, self.tokenizer, system=system)
 
-    def load_adapter(self, name: str, version: int, path: Path) -> Adapter:
+    def load_adapter(self, name: str, version: int, path: Path) -> ResidentAdapter:
         """Read an adapter into memory (blocking; the pool calls it in a worker thread)."""
         t0 = time.perf_counter()
-        manifest = self.check_adapter(path)
+        self.check_adapter(path)
         modules = read_lora(path, self.wrapped)
-        template = self.adapter_template(path, manifest)
+        template = self.adapter_template(path)
         nbytes = sum(m.A.numel() * m.A.element_size() + m.B.numel() * m.B.element_size() for m in modules.values())
         rank = max(m.A.shape[0] for m in modules.values())
-        return Adapter(name, version, path, modules, template, rank, nbytes, time.perf_counter() - t0)
+        return ResidentAdapter(name, version, path, modules, template, rank, nbytes, time.perf_counter() - t0)
 
     # -- start-up -----------------------------------------------------------------------------------------------
     def banner(self) -> str:

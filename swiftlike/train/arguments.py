@@ -1,42 +1,21 @@
-"""`swiftlike sft` arguments: one dataclass, ms-swift v2/v3 names accepted as aliases.
+"""Training arguments: the model options (swiftlike.models.options) plus data, tuner and trainer options, with
+ms-swift's v2/v3/v4 and the HF Trainer's spellings accepted as aliases.
 
-The CLI builds its options from these fields (see cli/arguments.py), so the Python API and the CLI cannot drift.
+The CLI builds its options from these fields (see cli/options.py), so the Python API and the CLI cannot drift.
+A stage (sft today; pt and rlhf next) subclasses TrainArguments with the options that are its own.
 """
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Optional
 
-
-def arg(default=MISSING, help="", aliases=(), **kw):
-    meta = {"help": help, "aliases": tuple(aliases)}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
-    return field(default=default, metadata=meta)
+from ..models.options import ModelArguments, arg, field_names  # noqa: F401  (field_names: for callers)
 
 
 @dataclass
-class ModelArguments:
-    model_type: Optional[str] = arg(None, "A registered model type (swiftlike models list).")
-    model: Optional[str] = arg(None, "A local model dir or a hub id (ORG/NAME); the type is inferred.",
-                               aliases=["model_id_or_path"])
-    model_cache_dir: Optional[str] = arg(None, "The weights are already in this directory.")
-    model_revision: Optional[str] = arg(None, "Hub revision (branch, tag or commit).")
-    hub: Optional[str] = arg(None, "hf or ms (default: SWIFTLIKE_HUB / USE_HF, else hf).", aliases=["hub_name"])
-    cache_dir: Optional[str] = arg(None, "Hub cache directory.")
-    template: Optional[str] = arg(None, "Chat template (default: the model type's).", aliases=["template_type"])
-    system: Optional[str] = arg(None, "System prompt (a dataset's own system wins).")
-    torch_dtype: str = arg("auto", "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.",
-                           aliases=["dtype"])
-    trust_remote_code: bool = arg(False, "Allow the model repo's own Python code.")
-    attn_impl: str = arg("auto", "Attention: auto (sdpa; per-sequence sdpa for padding-free training batches), "
-                         "sdpa, eager, flash_attention_2.", aliases=["attn_implementation"])
-    max_length: int = arg(2048, "Longest encoded sample in tokens.")
+class TrainArguments(ModelArguments):
+    max_length: int = arg(2048, "Longest encoded sample in tokens.", aliases=["cutoff_len"])
     truncation_strategy: str = arg("delete", "delete (drop and count), left or right.")
-
-
-@dataclass
-class SftArguments(ModelArguments):
     # data
     dataset: list = arg([], "Datasets: NAME_OR_PATH[:subset][#N], several mix.",
                         aliases=["custom_train_dataset_path", "train_dataset"])
@@ -45,12 +24,12 @@ class SftArguments(ModelArguments):
     split_dataset_ratio: float = arg(0.0, "Hold out this fraction of the training data for eval.",
                                      aliases=["dataset_test_ratio"])
     columns: Optional[str] = arg(None, "Rename columns: JSON {\"source\": \"target\"}.")
+    custom_dataset_info: Optional[str] = arg(None, "A dataset_info.json (LLaMA-Factory's, or ms-swift's) whose "
+                                             "dataset names --dataset may use.")
     dataset_num_proc: int = arg(1, "Processes for encoding.")
     skip_bad_rows: bool = arg(False, "Skip malformed rows (reported) instead of failing.")
     model_name: list = arg([], "Self-cognition name: one value or 'zh en'.")
     model_author: list = arg([], "Self-cognition author: one value or 'zh en'.")
-    loss_scale: str = arg("default", "Which tokens carry loss: default (every assistant turn), last_round, all.",
-                          aliases=["loss_mode"])
     packing: bool = arg(False, "Pack samples into max_length bins.")
     padding_free: bool = arg(True, "Concatenate each batch without padding (per-sequence position_ids).")
     # tuner
@@ -76,7 +55,8 @@ class SftArguments(ModelArguments):
     # trainer
     output_dir: str = arg("output", "Where runs go: OUTPUT/<model_type>/v<N>-<time>/.")
     logging_dir: Optional[str] = arg(None, "TensorBoard dir (default: the run's runs/).")
-    add_output_dir_suffix: bool = arg(True, "Append <model_type>/v<N>-<time> to --output_dir.")
+    add_output_dir_suffix: bool = arg(True, "Append <model_type>/v<N>-<time> to --output_dir.",
+                                      aliases=["add_version"])
     num_train_epochs: float = arg(1.0, "Epochs.")
     max_steps: int = arg(-1, "Stop after this many optimizer steps (overrides epochs).")
     per_device_train_batch_size: int = arg(4, "Samples per step per device.", aliases=["batch_size"])
@@ -91,8 +71,12 @@ class SftArguments(ModelArguments):
     optim: str = arg("adamw_torch_fused", "Optimizer (the HF Trainer's names: adamw_torch_fused, adamw_torch, ...).")
     gradient_checkpointing: bool = arg(False, "Trade compute for memory.")
     seed: int = arg(42, "Random seed.")
+    save_strategy: Optional[str] = arg(None, "steps, epoch or no (default: steps when --save_steps is set, else "
+                                       "epoch; the last step is always saved).")
     save_steps: Optional[int] = arg(None, "Checkpoint every N steps (default: each epoch end).")
     save_total_limit: Optional[int] = arg(2, "Keep at most this many checkpoints.")
+    eval_strategy: Optional[str] = arg(None, "steps, epoch or no (default: like the saves, when there is val data).",
+                                       aliases=["evaluation_strategy"])
     eval_steps: Optional[int] = arg(None, "Evaluate every N steps (default: like save_steps).")
     logging_steps: int = arg(5, "Log every N steps.")
     resume_from_checkpoint: Optional[str] = arg(None, "A checkpoint dir, or 'last' for the newest in --output_dir.")
@@ -102,16 +86,42 @@ class SftArguments(ModelArguments):
     report_to: list = arg(["tensorboard"], "Trainer loggers (tensorboard, none, wandb...).")
     dataloader_num_workers: int = arg(0, "DataLoader workers.")
     device: Optional[str] = arg(None, "cpu, cuda or cuda:N (default: cuda when available).")
+    bf16: Optional[bool] = arg(None, "The HF Trainer's / LLaMA-Factory's spelling of --torch_dtype bfloat16.")
+    fp16: Optional[bool] = arg(None, "The HF Trainer's / LLaMA-Factory's spelling of --torch_dtype float16.")
+    quant_method: Optional[str] = arg(None, "ms-swift: the quantization backend of --quant_bits (bnb).")
+    task_type: Optional[str] = arg(None, "ms-swift: causal_lm (the only task swiftlike trains).")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bf16 and self.fp16:
+            raise ValueError("--bf16 and --fp16 both set; choose one (or --torch_dtype)")
+        if (self.bf16 or self.fp16) and self.torch_dtype == "auto":
+            self.torch_dtype = "bfloat16" if self.bf16 else "float16"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# ms-swift flags that only tune things swiftlike decides itself: accepted, so old command lines run.
-IGNORED_FLAGS = {"use_flash_attn", "check_dataset_strategy", "preprocess_num_proc", "self_cognition_sample",
-                 "save_only_model", "disable_tqdm", "lazy_tokenize", "ddp_backend", "use_loss_scale",
-                 "sequence_parallel_size", "check_model_is_latest", "save_on_each_node", "acc_strategy"}
+@dataclass
+class SftArguments(TrainArguments):
+    loss_scale: str = arg("default", "Which tokens carry loss: default (every assistant turn), last_round, all.",
+                          aliases=["loss_mode"])
 
 
-def field_names(cls) -> set[str]:
-    return {f.name for f in fields(cls)}
+# ms-swift / HF Trainer flags that only tune things swiftlike decides itself (logging, progress bars, data-loading
+# mechanics, checkpoint housekeeping): accepted so their command lines run, and named in a warning. Nothing here
+# changes what is trained.
+IGNORED_FLAGS = {
+    # ms-swift v2
+    "use_flash_attn", "check_dataset_strategy", "preprocess_num_proc", "self_cognition_sample", "use_loss_scale",
+    "check_model_is_latest",
+    # ms-swift 3/4 and the HF Trainer
+    "save_only_model", "disable_tqdm", "lazy_tokenize", "ddp_backend", "sequence_parallel_size", "save_on_each_node",
+    "acc_strategy", "logging_first_step", "log_on_each_node", "logging_nan_inf_filter", "log_level",
+    "log_level_replica", "include_num_input_tokens_seen", "run_name", "prediction_loss_only", "dataloader_pin_memory",
+    "dataloader_persistent_workers", "dataloader_prefetch_factor", "ddp_find_unused_parameters", "ddp_timeout",
+    "ddp_bucket_cap_mb", "ddp_broadcast_buffers", "skip_memory_metrics", "do_train", "do_eval", "tuner_backend",
+    "check_model", "safe_serialization", "max_shard_size", "use_logits_to_keep", "load_from_cache_file",
+    "download_mode", "create_checkpoint_symlink", "ignore_args_error", "template_backend", "eval_on_start",
+    "eval_accumulation_steps", "packing_num_proc", "overwrite_output_dir",
+}

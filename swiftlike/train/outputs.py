@@ -1,15 +1,10 @@
-"""Run directories, logging.jsonl, loss.png and the swiftlike.json manifest of a checkpoint."""
+"""Run directories and loss.png (the checkpoint format itself lives in swiftlike.checkpoint)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from pathlib import Path
-
-from ..checksums import sha256_file
-
-MANIFEST = "swiftlike.json"
 
 
 def run_dir(output_dir: str, model_type: str, add_suffix: bool) -> Path:
@@ -28,24 +23,6 @@ def run_dir(output_dir: str, model_type: str, add_suffix: bool) -> Path:
             return path
         except FileExistsError:  # two runs started in the same second
             versions.append(max(versions, default=-1) + 1)
-
-
-def file_table(directory: Path, skip=(MANIFEST,)) -> dict:
-    """{relative path: {sha256, size}} for every file (the manifest itself excluded)."""
-    out = {}
-    for path in sorted(Path(directory).rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if path.is_file() and rel not in skip:
-            out[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    return out
-
-
-def write_manifest(directory: Path, info: dict) -> dict:
-    manifest = {"format": "swiftlike.adapter/1", **info, "files": file_table(directory)}
-    tmp = Path(directory) / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
-    os.replace(tmp, Path(directory) / MANIFEST)
-    return manifest
 
 
 def plot_loss(log_file: Path, out: Path) -> bool:
@@ -73,3 +50,29 @@ def plot_loss(log_file: Path, out: Path) -> bool:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return True
+
+
+def find_last_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint (it has a manifest) under root or its newest v<N>-* run."""
+    candidates = list(root.glob("checkpoint-*/swiftlike.json")) + list(root.glob("v*-*/checkpoint-*/swiftlike.json"))
+    if not candidates:
+        return None
+    return max((p.parent for p in candidates), key=lambda p: (p.parent.name, int(p.name.split("-")[-1])))
+
+
+def resolve_resume(value: str | None, output_dir: str, model_type: str) -> Path | None:
+    """--resume_from_checkpoint DIR|last -> the checkpoint dir to resume from (None: a new run)."""
+    from ..registry import SwiftlikeError
+
+    if not value:
+        return None
+    if value == "last":
+        root = Path(output_dir)
+        found = find_last_checkpoint(root / model_type) or find_last_checkpoint(root)
+        if found is None:
+            raise SwiftlikeError(f"--resume_from_checkpoint last: no complete checkpoint under {root}")
+        return found
+    path = Path(value)
+    if not (path / "trainer_state.json").exists():
+        raise SwiftlikeError(f"--resume_from_checkpoint {path}: not a checkpoint dir (no trainer_state.json)")
+    return path

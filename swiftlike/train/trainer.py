@@ -16,9 +16,8 @@ STAGING = ".staging"
 
 
 class SwiftlikeTrainer(Trainer):
-    def __init__(self, *a, manifest_info=None, after_checkpoint_save=None, **kw):
+    def __init__(self, *a, after_checkpoint_save=None, **kw):
         super().__init__(*a, **kw)
-        self.manifest_info = manifest_info or (lambda: {})
         self.after_checkpoint_save = after_checkpoint_save
         self._staging = False
 

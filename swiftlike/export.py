@@ -1,0 +1,63 @@
+"""`swiftlike export`: a checkpoint (adapter or merged model) copied to a directory without trainer state, or pushed
+to a hub reference."""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .models.options import ModelArguments, arg
+from .registry import SwiftlikeError, get_registry
+
+TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt", "training_args.bin")
+
+
+@dataclass
+class ExportArguments(ModelArguments):
+    ckpt_dir: Optional[str] = arg(None, "The checkpoint: a dir, an installed adapter's name or a hub reference.",
+                                  aliases=["adapters"])
+    to: Optional[str] = arg(None, "DIR, or HUB:ORG/NAME[@BRANCH] (hf:, ms:, local: or a plugin's hub).")
+    merge_lora: bool = arg(False, "Merge the adapter into its base first and export the merged model.")
+    private: bool = arg(False, "Create the hub repo private.")
+    message: Optional[str] = arg(None, "Commit message of the push.")
+    hub_root: Optional[str] = arg(None, "Root of the local: hub (default: $SWIFTLIKE_LOCAL_HUB).")
+
+
+def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> str:
+    """Copy to a directory, or push to a hub reference (hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME, or a plugin's
+    hub); returns where it went."""
+    from .adapters import resolve as resolve_adapter
+
+    ckpt = Path(resolve_adapter(ckpt_dir))  # an installed adapter's name or a hub reference works too
+    if not ckpt.is_dir():
+        raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
+    if check_target(to):
+        from .adapters.publish import push
+
+        return push(ckpt, to, private=private, message=message, hub_root=hub_root)
+    dest = Path(to)
+    if dest.exists() and any(dest.iterdir()):
+        raise SwiftlikeError(f"--to {dest}: directory exists and is not empty; choose a new one")
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(ckpt, tmp, ignore=shutil.ignore_patterns(*TRAINER_STATE))
+    if dest.exists():
+        dest.rmdir()
+    tmp.rename(dest)
+    return str(dest)
+
+
+def check_target(to: str) -> bool:
+    """True when `to` is a hub reference (its hub registered), False for a directory; an unknown hub prefix is an
+    error before anything is merged or copied."""
+    from .hub.refs import looks_like_ref
+
+    if not looks_like_ref(to):
+        return False
+    prefix = to.split(":", 1)[0]
+    hubs = get_registry().hubs
+    if prefix not in hubs:
+        raise SwiftlikeError(f"--to {to}: {prefix!r} is not a registered hub (hubs: {', '.join(hubs.names())}; see "
+                             f"`swiftlike hubs list`); to write a directory of that name, use ./{to}")
+    return True

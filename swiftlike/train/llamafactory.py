@@ -1,0 +1,147 @@
+"""A LLaMA-Factory training YAML (`llamafactory-cli train cfg.yaml`) in swiftlike's option names.
+
+Every key is translated, named in a warning as one swiftlike decides itself, or refused: keys this module does not
+know are one error listing them all, never silently dropped.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..registry import SwiftlikeError
+
+# LLaMA-Factory key -> swiftlike option, where only the name differs
+RENAMED = {
+    "model_name_or_path": "model", "cutoff_len": "max_length", "val_size": "split_dataset_ratio",
+    "eval_dataset": "val_dataset", "default_system": "system", "quantization_bit": "quant_bits",
+    "quantization_type": "bnb_4bit_quant_type", "double_quantization": "bnb_4bit_use_double_quant",
+    "preprocessing_num_workers": "dataset_num_proc", "neat_packing": "packing",
+}
+SAME = {
+    "template", "lora_rank", "lora_alpha", "lora_dropout", "use_dora", "use_rslora", "per_device_train_batch_size",
+    "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "max_steps",
+    "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "optim", "output_dir",
+    "logging_steps", "save_steps", "save_total_limit", "save_strategy", "eval_strategy", "eval_steps", "seed",
+    "report_to", "resume_from_checkpoint", "deepspeed", "neftune_noise_alpha", "packing", "trust_remote_code",
+    "cache_dir", "model_revision", "bf16", "fp16", "dataloader_num_workers", "logging_dir",
+}
+# decided by swiftlike itself (progress, caching, logging, housekeeping); nothing here changes what is trained
+IGNORED = {
+    "do_train", "overwrite_cache", "overwrite_output_dir", "plot_loss", "ddp_timeout", "run_name",
+    "logging_first_step", "save_only_model", "ddp_find_unused_parameters", "dataloader_pin_memory",
+    "print_param_status", "include_num_input_tokens_seen", "disable_tqdm", "use_fast_tokenizer",
+    "low_cpu_mem_usage", "trust_remote_code_for_tokenizer", "log_level", "dataloader_persistent_workers",
+}
+FINETUNING_TYPES = {"lora": "lora", "full": "full", "freeze": "freeze"}
+ATTENTION = {"auto": "auto", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager", "eager": "eager"}
+# LLaMA-Factory template names whose text is one of swiftlike's under another name
+TEMPLATES = {"qwen": "qwen2_5", "qwen3_nothink": "qwen3", "llama2": "llama", "intern2": "internlm2", "phi": "phi3"}
+MARKERS = {"finetuning_type", "model_name_or_path", "cutoff_len", "lora_target", "dataset_dir", "do_train"}
+
+
+def is_llamafactory(data: dict) -> bool:
+    """LLaMA-Factory's keys (swiftlike's own files, such as a run's args.json, never carry these)."""
+    return bool(MARKERS & set(data)) and "train_type" not in data
+
+
+def translate(data: dict, *, source: str, stage: str = "sft") -> tuple[dict, list[str]]:
+    """(swiftlike option mapping, ignored keys)."""
+    data = dict(data)
+    got = data.pop("stage", "sft")
+    if got != stage:
+        raise SwiftlikeError(f"{source}: stage {got!r}; `swiftlike {stage}` trains stage {stage!r} (LLaMA-Factory's "
+                             f"pt/rm/ppo/dpo/kto stages are not in swiftlike yet)")
+    out, ignored, unknown = {}, [], []
+    max_samples = data.pop("max_samples", None)
+    dataset_dir = data.pop("dataset_dir", None)
+    for key, value in data.items():
+        if key in RENAMED:
+            out[RENAMED[key]] = value
+        elif key in SAME:
+            out[key] = value
+        elif key in IGNORED:
+            ignored.append(key)
+        elif key in SPECIAL:
+            SPECIAL[key](out, value, source)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise SwiftlikeError(f"{source}: LLaMA-Factory option(s) swiftlike does not know: {', '.join(sorted(unknown))}"
+                             f"; remove them or use swiftlike's spelling (`swiftlike sft --help`)")
+    if "template" in out and isinstance(out["template"], str):
+        out["template"] = TEMPLATES.get(out["template"], out["template"])
+    for key in ("dataset", "val_dataset"):
+        if key in out:
+            names = _names(out[key])
+            out[key] = [f"{n}#{int(max_samples)}" for n in names] if max_samples and key == "dataset" else names
+    if "dataset" in out or "val_dataset" in out:
+        # LLaMA-Factory resolves dataset names in DATASET_DIR/dataset_info.json (dataset_dir defaults to ./data)
+        info = Path(dataset_dir or "data")
+        if info.is_dir() or not info.suffix:
+            info = info / "dataset_info.json"
+        out["custom_dataset_info"] = str(info)
+    return out, ignored
+
+
+def _names(value) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
+def _finetuning_type(out, value, source):
+    if value not in FINETUNING_TYPES:
+        raise SwiftlikeError(f"{source}: finetuning_type {value!r}; swiftlike takes {', '.join(FINETUNING_TYPES)}")
+    out["train_type"] = FINETUNING_TYPES[value]
+
+
+def _lora_target(out, value, source):
+    names = _names(value)
+    out["target_modules"] = ["all-linear"] if names in (["all"], []) else names
+
+
+def _dataset(out, value, source):
+    out["dataset"] = value
+
+
+def _flash_attn(out, value, source):
+    if value not in ATTENTION:
+        raise SwiftlikeError(f"{source}: flash_attn {value!r}; one of {', '.join(ATTENTION)}")
+    out["attn_impl"] = ATTENTION[value]
+
+
+def _disable_gradient_checkpointing(out, value, source):
+    out["gradient_checkpointing"] = not value
+
+
+def _train_on_prompt(out, value, source):
+    if value:
+        out["loss_scale"] = "all"
+
+
+def _mask_history(out, value, source):
+    if value:
+        out["loss_scale"] = "last_round"
+
+
+def _pure_bf16(out, value, source):
+    if value:
+        out["torch_dtype"] = "bfloat16"
+
+
+def _freeze_trainable_layers(out, value, source):
+    if int(value) <= 0:
+        raise SwiftlikeError(f"{source}: freeze_trainable_layers {value}: swiftlike trains the last N layers "
+                             f"(a positive N)")
+    out["trainable_layers"] = int(value)
+
+
+def _quantization_method(out, value, source):
+    if value not in ("bnb", "bitsandbytes"):
+        raise SwiftlikeError(f"{source}: quantization_method {value!r}; swiftlike quantizes with bitsandbytes (bnb)")
+
+
+SPECIAL = {
+    "finetuning_type": _finetuning_type, "lora_target": _lora_target, "dataset": _dataset,
+    "flash_attn": _flash_attn, "disable_gradient_checkpointing": _disable_gradient_checkpointing,
+    "train_on_prompt": _train_on_prompt, "mask_history": _mask_history, "pure_bf16": _pure_bf16,
+    "freeze_trainable_layers": _freeze_trainable_layers, "quantization_method": _quantization_method,
+}

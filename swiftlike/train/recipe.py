@@ -1,0 +1,396 @@
+"""A training run as named phases on the HF Trainer. A stage (sft, and next pt and rlhf) subclasses the recipe and
+overrides only what differs — its data encoding, collator, trainer class or loss — and copies no phase.
+
+    check → resolve → tokenizer/template → data → output dir → model + tuner → trainer → train → finish
+
+Everything cheap and likely to fail (arguments, data) runs before the model loads, and the run directory is created
+only once the data is good; a run that fails before its first checkpoint removes the directory it created.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..registry import SwiftlikeError, get_registry, resolve_callable
+from .arguments import TrainArguments
+from .memory import is_out_of_memory, oom_message
+from .outputs import plot_loss, resolve_resume, run_dir
+
+log = logging.getLogger("swiftlike.train")
+
+# --report_to NAME -> the package its transformers integration imports
+REPORTERS = {"wandb": "wandb", "mlflow": "mlflow", "swanlab": "swanlab", "comet_ml": "comet_ml",
+             "clearml": "clearml", "dvclive": "dvclive", "neptune": "neptune", "trackio": "trackio",
+             "tensorboard": "tensorboard"}
+STRATEGIES = ("steps", "epoch", "no")
+
+
+@contextlib.contextmanager
+def paused_gc():
+    """Start-up (imports, loading) makes ~500k long-lived objects and almost no cyclic garbage, yet triggers ~10 full
+    collections (~1 s): the collector is off until training starts (see `train`). The caller gets it back as it
+    was, unfrozen, on success and on error."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+class TrainingRecipe:
+    """One training run. `run()` calls the phases in order; each leaves its results on `self`."""
+
+    stage = "sft"
+    trainer_class = None  # set by the stage (a transformers.Trainer subclass)
+
+    def __init__(self, args: TrainArguments):
+        self.args = args
+        self.t_start = time.perf_counter()
+
+    # ---------------------------------------------------------------------------------------------- the run
+    def run(self) -> dict:
+        """Train; returns {"run_dir", "last_checkpoint", "metrics"}."""
+        with paused_gc():
+            self.check()
+            self.resolve()
+            self.setup_tokenizer()
+            self.setup_data()
+            self.setup_output()
+            try:
+                self.setup_model()
+                self.setup_trainer()
+                self.train()
+                return self.finish()
+            except BaseException:
+                self.discard_output()
+                raise
+
+    # ---------------------------------------------------------------------------------------------- phases
+    def check(self) -> None:
+        """Arguments only: everything that can be refused before a library or a model loads."""
+        a = self.args
+        a.check_model_options()
+        if not a.dataset:
+            raise SwiftlikeError("no training data: pass --dataset NAME_OR_PATH (e.g. self-cognition#200, data.jsonl)")
+        for flag in ("save_strategy", "eval_strategy"):
+            value = getattr(a, flag)
+            if value is not None and value not in STRATEGIES:
+                raise SwiftlikeError(f"--{flag} {value!r}: use {', '.join(STRATEGIES)}")
+        if a.quant_method not in (None, "bnb", "bitsandbytes"):
+            raise SwiftlikeError(f"--quant_method {a.quant_method}: swiftlike quantizes with bitsandbytes (bnb) only")
+        if a.task_type not in (None, "causal_lm"):
+            raise SwiftlikeError(f"--task_type {a.task_type}: swiftlike trains causal_lm models only")
+        for name in a.report_to:
+            package = REPORTERS.get(name)
+            if package and importlib.util.find_spec(package) is None:
+                raise SwiftlikeError(f"--report_to {name}: the {package} package is not installed; "
+                                     f"pip install {package} (or drop --report_to {name})")
+        if a.custom_dataset_info and not Path(a.custom_dataset_info).exists():
+            raise SwiftlikeError(f"--custom_dataset_info {a.custom_dataset_info}: no such file (LLaMA-Factory configs "
+                                 f"find it in dataset_dir, default ./data)")
+        if a.quant_bits and a.train_type == "lora":
+            a.train_type = "qlora"
+        self.tuner = get_registry().tuners.get(a.train_type)
+        from .deepspeed import resolve_deepspeed
+
+        self.ds_config = resolve_deepspeed(a.deepspeed)  # a bad file fails now, not after the model has loaded
+
+    def resolve(self) -> None:
+        """Where the base weights are (downloaded if needed), the model type, resume point, devices."""
+        import torch
+        from transformers import set_seed
+
+        a = self.args
+        if a.device and a.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SwiftlikeError(f"--device {a.device} asked for CUDA but no GPU is visible; drop --device to "
+                                 f"train on the CPU")
+        set_seed(a.seed)
+        from accelerate import PartialState
+
+        self.state = PartialState()
+        self.resolved = a.resolve_model()
+        self.spec = self.resolved.spec
+        self.model_type = a.model_type if a.model_type and a.model_type in get_registry().models else self.spec.name
+        self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
+        self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
+
+    def setup_tokenizer(self) -> None:
+        from ..models.load import load_tokenizer
+        from ..templates import get_template
+
+        a = self.args
+        self.tokenizer = load_tokenizer(self.resolved.path, a.trust_remote_code)
+        name = a.template or self.spec.template
+        if name == "auto":
+            raise SwiftlikeError(f"cannot tell which chat template {self.resolved.path} uses; pass --template NAME "
+                                 f"(see `swiftlike templates list`)")
+        self.template = get_template(name, self.tokenizer, **self.template_options())
+
+    def template_options(self) -> dict:
+        a = self.args
+        return dict(system=a.system, max_length=a.max_length, truncation=a.truncation_strategy)
+
+    def setup_data(self) -> None:
+        """Rows (checked before anything heavy loads), then the stage's encoding."""
+        from ..data import load_dataset
+
+        a = self.args
+        columns = json.loads(a.columns) if a.columns else None
+        dataset = list(a.dataset)
+        if a.train_dataset_sample > 0:  # ms-swift v2: sample the (first) training dataset
+            dataset = [d if "#" in d else f"{d}#{a.train_dataset_sample}" for d in dataset]
+        self.splits = load_dataset(dataset, a.val_dataset or None, split_dataset_ratio=a.split_dataset_ratio,
+                                   seed=a.seed, columns=columns, skip_bad_rows=a.skip_bad_rows,
+                                   model_name=a.model_name or None, model_author=a.model_author or None,
+                                   hub=a.hub, **self.dataset_options())
+        with self.state.main_process_first():
+            self.train_data = self.encode(self.splits.train, train=True)
+            self.val_data = self.encode(self.splits.val, train=False) if self.splits.val else []
+
+    def dataset_options(self) -> dict:
+        """Extra keyword arguments for load_dataset."""
+        if not self.args.custom_dataset_info:
+            return {}
+        from ..data import read_dataset_info
+
+        return {"dataset_info": read_dataset_info(self.args.custom_dataset_info)}
+
+    def encode(self, rows: list, *, train: bool) -> list:
+        """Rows -> the samples the collator batches. The stage's own."""
+        raise NotImplementedError
+
+    def setup_output(self) -> None:
+        """The run directory: rank 0 creates OUTPUT/<model_type>/v<N>-<time>/ (or reuses the resumed run's)."""
+        a = self.args
+        out = self.resume.parent if self.resume else None
+        self.created_output = False
+        if out is None and self.state.is_main_process:
+            out = run_dir(a.output_dir, self.model_type, a.add_output_dir_suffix)
+            self.created_output = a.add_output_dir_suffix
+        self.out = Path(_broadcast(str(out) if out else None, self.state))
+        self.log_file = self.out / "logging.jsonl"
+
+    def setup_model(self) -> None:
+        """The base model, the attention path, the tuner and the CPU/LoRA fast paths."""
+        from ..models.load import load_model_tokenizer, pick_dtype
+        from .cpu_packing import pack_output_head
+        from .fused_lora import fuse_lora_layers
+        from .tuners import normalize_targets
+        from .varlen_attention import enable_varlen_attention
+
+        a = self.args
+        if a.train_type in ("lora", "dora", "qlora"):
+            a.target_modules = normalize_targets(a.target_modules, self.spec.lora_target_modules)
+        self.dtype = pick_dtype(a.torch_dtype)
+        if self.on_cpu:
+            # every padding-free step has a new token count, so oneDNN builds new kernels each step; its default
+            # cache keeps 1024 of them with their buffers and grows RSS by hundreds of MB over a run
+            os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+        model, _ = load_model_tokenizer(resolved=self.resolved, torch_dtype=self.dtype, quant_bits=a.quant_bits,
+                                        quant_type=a.bnb_4bit_quant_type, double_quant=a.bnb_4bit_use_double_quant,
+                                        trust_remote_code=a.trust_remote_code,
+                                        attn_implementation="sdpa" if a.attn_impl == "auto" else a.attn_impl,
+                                        tokenizer=self.tokenizer)
+        model.config.use_cache = False  # required for padding-free batches; useless in training anyway
+        if a.attn_impl == "auto" and self.padding_free:
+            enable_varlen_attention(model)
+        if a.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = resolve_callable(self.tuner.prepare)(model, a)
+        if a.fused_lora and getattr(model, "peft_config", None):
+            fuse_lora_layers(model, pack_weights=a.pack_cpu_weights)
+        if a.pack_cpu_weights:
+            pack_output_head(model)  # used only while the head is frozen, fp32 and on the CPU
+        self.model = model
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        self.total = sum(p.numel() for p in model.parameters())
+
+    @property
+    def padding_free(self) -> bool:
+        return bool(self.args.padding_free or self.args.packing)
+
+    def setup_trainer(self) -> None:
+        from .trainer import JsonlLogger, SaveAtEnd
+
+        a = self.args
+        callbacks = [JsonlLogger(self.log_file), SaveAtEnd()]
+        if "tensorboard" in a.report_to and self.state.is_main_process:
+            from torch.utils.tensorboard import SummaryWriter
+            from transformers.integrations import TensorBoardCallback
+
+            # transformers 5 dropped TrainingArguments.logging_dir; give the callback its writer directly
+            callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=a.logging_dir or str(self.out / "runs"))))
+        self.trainer = self.trainer_class(
+            model=self.model, args=self.training_arguments(), train_dataset=self.train_data,
+            eval_dataset=self.val_data or None, data_collator=self.collator(),
+            processing_class=self.tokenizer if self.tuner.requires_peft is False else None,
+            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **self.trainer_kwargs())
+        if self.state.is_main_process:
+            (self.out / "args.json").write_text(json.dumps(self.args_json(), indent=2, ensure_ascii=False))
+            print(self.banner())
+
+    def collator(self):
+        raise NotImplementedError
+
+    def trainer_kwargs(self) -> dict:
+        return {}
+
+    def training_arguments(self):
+        """The HF TrainingArguments of this run (a stage with its own config class overrides this)."""
+        import torch
+        from transformers import TrainingArguments
+
+        return TrainingArguments(**self.training_options(), bf16=self.dtype == torch.bfloat16 and not self.on_cpu,
+                                 fp16=self.dtype == torch.float16 and not self.on_cpu)
+
+    def training_options(self) -> dict:
+        """TrainingArguments keywords common to every stage."""
+        a = self.args
+        has_eval = bool(self.val_data)
+        save_strategy = a.save_strategy or ("steps" if a.save_steps else "epoch")
+        eval_steps = a.eval_steps or a.save_steps
+        eval_strategy = (a.eval_strategy or ("steps" if eval_steps else "epoch")) if has_eval else "no"
+        return dict(
+            output_dir=str(self.out),
+            num_train_epochs=a.num_train_epochs, max_steps=a.max_steps,
+            per_device_train_batch_size=a.per_device_train_batch_size,
+            per_device_eval_batch_size=a.per_device_eval_batch_size,
+            gradient_accumulation_steps=a.gradient_accumulation_steps, learning_rate=a.learning_rate,
+            lr_scheduler_type=a.lr_scheduler_type, warmup_steps=a.warmup_steps or a.warmup_ratio,
+            weight_decay=a.weight_decay, max_grad_norm=a.max_grad_norm, optim=a.optim,
+            seed=a.seed, data_seed=a.seed,
+            save_strategy=save_strategy, save_steps=a.save_steps or 500, save_total_limit=a.save_total_limit,
+            eval_strategy=eval_strategy, eval_steps=eval_steps,
+            logging_steps=a.logging_steps, logging_first_step=True,
+            report_to=[r for r in a.report_to if r not in ("tensorboard", "none")] or "none",
+            use_cpu=self.on_cpu, remove_unused_columns=False, prediction_loss_only=True,
+            include_num_input_tokens_seen=True, dataloader_num_workers=a.dataloader_num_workers,
+            deepspeed=self.ds_config, neftune_noise_alpha=a.neftune_noise_alpha, ddp_find_unused_parameters=False,
+            save_only_model=False, disable_tqdm=not self.state.is_main_process,
+        )
+
+    def train(self) -> None:
+        # The model, tokenizer and libraries (~500k Python objects) live through training; frozen, they are skipped
+        # by the collector's full passes, which the Trainer and the steady allocation of autograd objects trigger
+        # (each pass ~0.15 s). Unfrozen when the run returns, so an in-process caller's garbage is collected.
+        gc.freeze()
+        gc.enable()
+        try:
+            self.result = self.trainer.train(resume_from_checkpoint=str(self.resume) if self.resume else None)
+        except (RuntimeError, MemoryError) as err:
+            if is_out_of_memory(err):
+                raise SwiftlikeError(oom_message(self.args)) from None
+            raise
+
+    def finish(self) -> dict:
+        metrics = dict(self.result.metrics)
+        if self.val_data:
+            metrics.update(self.trainer.evaluate())
+        last = self.out / f"checkpoint-{self.trainer.state.global_step}"
+        if self.state.is_main_process:
+            if self.log_file.exists():
+                plot_loss(self.log_file, self.out / "loss.png")
+            metrics["wall_s"] = round(time.perf_counter() - self.t_start, 1)
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            print(self.summary(last, metrics))
+        return {"run_dir": self.out, "last_checkpoint": last, "metrics": metrics}
+
+    def discard_output(self) -> None:
+        """After a failure: the run directory this run created goes, unless a checkpoint made it worth keeping."""
+        out = getattr(self, "out", None)
+        if not getattr(self, "created_output", False) or out is None or not self.state.is_main_process:
+            return
+        if not any(out.glob("checkpoint-*")):
+            shutil.rmtree(out, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def after_checkpoint_save(self, ckpt: Path, trainer) -> None:
+        """Called with each staged checkpoint before it is renamed into place: template, args, card, manifest."""
+        from .. import checkpoint
+        from ..templates import save_template
+
+        if getattr(self, "_base_info", None) is None:
+            self._base_info = self.manifest_info()
+        save_template(ckpt, self.template)
+        metrics = {k: v for h in trainer.state.log_history for k, v in h.items()
+                   if k in ("loss", "eval_loss", "train_loss")}
+        checkpoint.finalize(ckpt, {**self._base_info, "step": trainer.state.global_step, "metrics": metrics},
+                            args=self.args_json())
+
+    def manifest_info(self) -> dict:
+        from ..checkpoint import base_fingerprint
+
+        a, spec = self.args, self.spec
+        return {
+            "name": self.out.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stage": self.stage,
+            "base_model_type": self.model_type, "base_model": spec.hf or spec.ms or str(self.resolved.path),
+            "base_revision": a.model_revision or spec.revision,
+            "base_fingerprint": base_fingerprint(self.resolved.path),
+            "template": self.template.name, "template_text": self.template.chat_template_for_export(),
+            "system": a.system, "tuner": a.train_type, "tuner_config": self.tuner_config(),
+            "datasets": list(a.dataset),
+        }
+
+    def tuner_config(self) -> dict:
+        peft_config = getattr(self.model, "peft_config", None)
+        if peft_config:
+            cfg = peft_config.get("default")
+            return json.loads(json.dumps(cfg.to_dict(),
+                                         default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
+        return {"train_type": self.args.train_type, "trainable_layers": self.args.trainable_layers,
+                "freeze_ratio": self.args.freeze_ratio}
+
+    def args_json(self) -> dict:
+        """args.json: every argument (a valid --config: re-running it reproduces the run) plus what was resolved."""
+        data = {"stage": self.stage, **asdict(self.args)}
+        data["model_type"] = self.model_type
+        data["model_dir"] = str(self.resolved.path)
+        data["template"] = self.template.name
+        return data
+
+    # ---------------------------------------------------------------------------------------------- messages
+    def banner(self) -> str:
+        s = self.splits
+        return (f"swiftlike {self.stage}: {self.model_type} ({self.resolved.origin}: {self.resolved.path}), template "
+                f"{self.template.name}, tuner {self.args.train_type}: {self.trainable:,} of {self.total:,} "
+                f"parameters trainable ({100 * self.trainable / max(self.total, 1):.3f}%); {len(s.train)} train / "
+                f"{len(s.val)} val rows; output {self.out}")
+
+    def summary(self, last: Path, metrics: dict) -> str:
+        a = self.args
+        adapter = a.train_type in ("lora", "dora", "qlora")
+        loss, eval_loss = metrics.get("train_loss"), metrics.get("eval_loss")
+        head = (f"swiftlike {self.stage} done in {metrics.get('wall_s', 0):.0f}s: train loss {loss:.4f}"
+                if loss is not None else f"swiftlike {self.stage} done")
+        if eval_loss is not None:
+            head += f", eval loss {eval_loss:.4f}"
+        lines = ["", "=" * 78, head,
+                 f"  adapter:   {last}" if adapter else f"  model:     {last}",
+                 f"  logs:      {self.out / 'logging.jsonl'}  (loss curve: {self.out / 'loss.png'})",
+                 f"  chat:      swiftlike infer --ckpt_dir {last}"]
+        if adapter:
+            lines.append(f"  merge:     swiftlike merge-lora --ckpt_dir {last}")
+        lines.append("=" * 78)
+        return "\n".join(lines)
+
+
+def _broadcast(value, state):
+    """Rank 0 decides (e.g. the run directory); every rank gets the same value."""
+    if state.num_processes <= 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
