@@ -17,8 +17,8 @@ class InferArguments(ModelArguments):
     ckpt_dir: Optional[str] = arg(None, "A checkpoint (adapter or full model), an installed adapter's name or a hub "
                                   "reference (hf:ORG/NAME[@REV]); none: the base model.", aliases=["adapters"])
     query: Optional[str] = arg(None, "Answer one query and exit (no interactive chat).")
-    val_dataset: Optional[str] = arg(None, "Answer every row of this dataset (prompts; a final assistant turn is the "
-                                     "reference) into --result_path.")
+    val_dataset: list = arg([], "Answer every row of these datasets (prompts; a final assistant turn is the "
+                            "reference) into --result_path.")
     result_path: Optional[str] = arg(None, "Where --val_dataset answers go (default infer_result/<time>.jsonl).")
     max_new_tokens: int = arg(512, "Most tokens generated per answer.")
     temperature: float = arg(0.0, "0 = greedy.")

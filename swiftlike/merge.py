@@ -30,6 +30,7 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, opti
     from .adapters import resolve as resolve_adapter
     from .checkpoint import adapter_config, saved_args
     from .infer import load_checkpoint
+    from .models.load import quiet_progress
     from .templates import save_template
 
     ckpt = Path(resolve_adapter(ckpt_dir, force=force))  # an installed adapter's name or a hub reference works too
@@ -52,7 +53,7 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, opti
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_progress():
             merged.save_pretrained(tmp, safe_serialization=True)
         loaded.tokenizer.save_pretrained(tmp)
         save_template(tmp, loaded.template)

@@ -142,3 +142,40 @@ def test_list_commands_do_not_import_torch():
             "print('HEAVY', heavy, file=sys.stderr)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_tuners_and_hubs_list_and_show(run):
+    out = run("tuners", "list").output
+    assert out.splitlines()[0].split() == ["NAME", "SUMMARY", "REQUIRES_PEFT", "PLUGIN"]
+    rows = json.loads(run("tuners", "list", "--json").output)
+    assert {"lora", "qlora", "dora", "full", "freeze"} <= {r["name"] for r in rows}
+    assert json.loads(run("tuners", "show", "qlora", "--json").output)["quantized"] is True
+    rows = json.loads(run("hubs", "list", "--json").output)
+    assert {"hf", "ms", "local"} <= {r["name"] for r in rows}
+    assert "huggingface_hub" in run("hubs", "show", "hf").output
+    bad = run("tuners", "show", "lorra", ok=False)
+    assert bad.exit_code == 1 and "did you mean lora" in bad.output and "swiftlike tuners list" in bad.output
+
+
+def test_export_to_an_unknown_hub_prefix_is_refused(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "adapter_config.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "export", "--ckpt_dir", str(ckpt), "--to",
+                           "hff:acme/nova"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "'hff' is not a registered hub (hubs: hf, local, ms" in proc.stderr
+    assert not (tmp_path / "hff:acme").exists() and list(tmp_path.iterdir()) == [ckpt]
+
+
+def test_closed_pipe_ends_quietly():
+    """`swiftlike models list | head -1`: the reader closes the pipe; the command ends with 0 and says nothing."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write: every write fails with EPIPE
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "models", "list"], stdout=write,
+                          stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    proc = subprocess.run(f"{sys.executable} -m swiftlike models list | head -1", shell=True, capture_output=True,
+                          text=True)
+    assert proc.stdout.split() == ["NAME", "HF", "MS", "TEMPLATE", "PLUGIN"] and proc.stderr == ""

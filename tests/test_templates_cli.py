@@ -107,3 +107,44 @@ def test_check_catches_one_character_difference(smol_dir, tmp_path):
 def test_check_bad_tokenizer(tmp_path):
     result = CliRunner().invoke(template, ["check", "smollm2", "--tokenizer", str(tmp_path / "nothing-here")])
     assert result.exit_code == 1 and "nothing-here" in result.output
+
+
+def test_messages_from_a_dataset_row_or_stdin(run, tmp_path, smol_dir):
+    rows = [{"query": "Who are you?", "response": "Nova."},
+            {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}]
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps(rows[0]) + "\n")
+    out = run("render", "chatml", "--messages", data).output
+    assert out == "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\nNova.<|im_end|>\n"
+    sharegpt = tmp_path / "sharegpt.jsonl"
+    sharegpt.write_text(json.dumps(rows[1]) + "\n" + json.dumps({"conversations": [{"from": "human",
+                                                                                    "value": "Bye"}]}) + "\n")
+    out = run("render", "chatml", "--messages", sharegpt, "--row", 2).output  # a prompt: generation prompt added
+    assert out == "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n"
+    result = CliRunner().invoke(template, ["render", "chatml", "--messages", str(sharegpt), "--row", "3"])
+    assert result.exit_code == 1 and "fewer than 3 rows" in result.output
+    result = CliRunner().invoke(template, ["render", "chatml", "--messages", "-", "--no_generation_prompt"],
+                                input=json.dumps([{"role": "user", "content": "From stdin"}]))
+    assert result.exit_code == 0 and result.output == "<|im_start|>user\nFrom stdin<|im_end|>\n"
+    encoded = json.loads(run("encode", "smollm2", "--messages", data, "--tokenizer", smol_dir, "--json",
+                             "--loss_mode", "all").output)
+    assert all(label != -100 for label in encoded["labels"][1:])
+
+
+def test_tokenizer_by_model_type(run, messages_file, smol_dir, plugins):
+    """--tokenizer MODEL_TYPE resolves the model as sft does (here a plugin's model whose weights come from a
+    source, like the embedded smollm2)."""
+    import swiftlike
+
+    class Source:
+        @swiftlike.hookimpl
+        def register_models(self, register):
+            register("smol-from-source", template="smollm2", source=lambda spec, models_dir: str(smol_dir))
+
+    plugins.add(Source(), "smol-source")
+    by_type = run("encode", "smollm2", "--messages", messages_file(CONV), "--tokenizer", "smol-from-source", "--json")
+    by_dir = run("encode", "smollm2", "--messages", messages_file(CONV), "--tokenizer", smol_dir, "--json")
+    assert json.loads(by_type.output) == json.loads(by_dir.output)
+    result = CliRunner().invoke(template, ["encode", "smollm2", "--messages", str(messages_file(CONV)),
+                                           "--tokenizer", "no-such-model"])
+    assert result.exit_code == 1 and "not a directory nor a known model type" in result.output

@@ -42,13 +42,15 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
                                                      if base_id else "") if info.get("base_model_type") else ""
     lines = [*front, "", f"# {name}", "", f"{what}{on}, trained with [swiftlike](https://pypi.org/project/swiftlike/)."]
     lines += ["", "## Use it with swiftlike", "", "```bash"]
-    alias = install_name or name
+    published = bool(ref or pip_name or install_name)
+    alias = install_name or (name if published else "path/to/this/checkpoint")
     if pip_name:
         lines.append(f"pip install {pip_name}   # registers the adapter `{alias}`")
     elif ref:
         lines.append(f"swiftlike adapter install {ref} --name {alias}   # sha256 of every file verified")
-    lines += [f"swiftlike infer --ckpt_dir {alias}" + ("" if ref or pip_name else "   # or the directory's path"),
-              *([f"swiftlike merge-lora --ckpt_dir {alias}"] if is_adapter else []), "```"]
+    lines += [f"swiftlike infer --ckpt_dir {alias}",
+              *([f"swiftlike merge-lora --ckpt_dir {alias}"] if is_adapter else []),
+              *([] if published else [f"swiftlike adapter push {alias} hf:ORG/NAME   # publish it"]), "```"]
     if ref:
         lines += ["", f"`swiftlike infer --ckpt_dir {ref}` installs it on first use."]
     if is_adapter:

@@ -34,51 +34,98 @@ def _load_template(name, tokenizer=None, system=None):
         raise click.ClickException(f"template {name}: {err}") from None
 
 
-def _load_messages(path: str) -> list:
+def _load_messages(path: str, row: int | None = None) -> list:
+    """Messages from a JSON file (a list of messages or {"messages": [...]}), `-` (that JSON on stdin), or a
+    dataset file (.jsonl/.csv, or a .json array of rows) in any training format: its first row, or --row N."""
+    import sys
+
+    if path == "-":
+        return _messages_from_json(sys.stdin.read(), "<stdin>")
+    file = Path(path)
+    if not file.is_file():
+        raise click.ClickException(f"{path}: file not found")
+    text = file.read_text(encoding="utf-8-sig")
+    if file.suffix.lower() == ".json" and row is None:
+        data = _parse_json(text, path)
+        if not (isinstance(data, list) and data and _is_dataset_row(data[0])):
+            return _messages_from_json(text, path)
+    return _dataset_row(file, row or 1)
+
+
+def _is_dataset_row(item) -> bool:
+    from ..data.formats import detect_format
+
+    return isinstance(item, dict) and bool(detect_format(item) or detect_format(item, prompt=True))
+
+
+def _parse_json(text: str, where: str):
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise click.ClickException(f"{path}: file not found") from None
+        return json.loads(text)
     except json.JSONDecodeError as err:
-        raise click.ClickException(f"{path}: invalid JSON: {err}") from None
+        raise click.ClickException(f"{where}:{err.lineno}: invalid JSON: {err.msg}") from None
+
+
+def _messages_from_json(text: str, where: str) -> list:
+    data = _parse_json(text, where)
     if isinstance(data, dict):
         if "messages" not in data:
-            raise click.ClickException(f"{path}: expected a list of messages or an object with 'messages'")
+            raise click.ClickException(f"{where}: expected a list of messages or an object with 'messages'")
         data = data["messages"]
     if not isinstance(data, list) or not data:
-        raise click.ClickException(f"{path}: 'messages' must be a non-empty list")
+        raise click.ClickException(f"{where}: 'messages' must be a non-empty list")
     for i, m in enumerate(data):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-            raise click.ClickException(f"{path}: messages[{i}] needs a string 'role'")
+            raise click.ClickException(f"{where}: messages[{i}] needs a string 'role'")
         if "content" not in m and "tool_calls" not in m:
-            raise click.ClickException(f"{path}: messages[{i}] has no 'content'")
+            raise click.ClickException(f"{where}: messages[{i}] has no 'content'")
     return data
 
 
+def _dataset_row(file: Path, number: int) -> list:
+    """The messages of row `number` (1 = the first row) of a dataset file, through the training formats."""
+    from ..data.errors import DatasetError
+    from ..data.loading import convert_records
+    from ..data.readers import read_file
+
+    if number < 1:
+        raise click.ClickException(f"--row {number}: rows are numbered from 1")
+    try:
+        for i, record in enumerate(read_file(file), 1):
+            if i < number:
+                continue
+            rows, problems = convert_records([record])
+            if not rows:  # a prompt: the row may end with the user's turn
+                rows, problems = convert_records([record], prompts=True)
+            if not rows:
+                raise click.ClickException(str(problems[0]))
+            return rows[0]["messages"]
+    except DatasetError as err:
+        raise click.ClickException(str(err)) from None
+    raise click.ClickException(f"{file}: has fewer than {number} rows")
+
+
 def _load_tokenizer(ref: str):
-    """A tokenizer from a local directory (optionally holding a .gguf) or a registry model name."""
+    """A tokenizer from a local directory (optionally holding a .gguf) or a model type (resolved as sft resolves
+    it: the hub cache, a download, or the embedded model's source)."""
     from transformers import AutoTokenizer
 
     path = Path(ref)
     try:
-        if path.is_dir():
-            ggufs = sorted(path.glob("*.gguf"))
-            if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists() and ggufs:
-                return AutoTokenizer.from_pretrained(str(path), gguf_file=ggufs[0].name)
-            return AutoTokenizer.from_pretrained(str(path))
-        from ..registry import get_registry
-        from ..registry.specs import resolve_callable
+        if not path.is_dir():
+            from ..models.resolve import resolve_model
+            from ..registry import get_registry
 
-        models = get_registry().models
-        if ref not in models:
-            raise click.ClickException(f"--tokenizer {ref}: not a directory nor a known model type")
-        spec = models.get(ref)
-        if spec.source:
-            return _load_tokenizer(str(resolve_callable(spec.source)(spec, None)))
-        return AutoTokenizer.from_pretrained(spec.hf or spec.ms)
+            if ref not in get_registry().models:
+                raise click.ClickException(f"--tokenizer {ref}: not a directory nor a known model type (see "
+                                           f"`swiftlike models list`)")
+            path = resolve_model(ref).path
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists() and ggufs:
+            return AutoTokenizer.from_pretrained(str(path), gguf_file=ggufs[0].name)
+        return AutoTokenizer.from_pretrained(str(path))
     except click.ClickException:
         raise
-    except Exception as err:  # transformers raises many types; the user needs the one line
+    except Exception as err:  # transformers and the hubs raise many types; the user needs the one line
         raise click.ClickException(f"--tokenizer {ref}: cannot load tokenizer: {err}") from None
 
 
@@ -91,19 +138,23 @@ def template():
     """Render, encode and verify chat templates."""
 
 
+MESSAGES_HELP = ("A JSON file of messages (a list of {role, content}, or {\"messages\": [...]}), - for that JSON on "
+                 "stdin, or a dataset file (.jsonl/.csv/.json rows in any training format): its first row or --row N.")
+
+
 @template.command("render")
 @click.argument("name")
-@click.option("--messages", "messages_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file: a list of {role, content} messages (or {\"messages\": [...]}).")
-@click.option("--no-generation-prompt", is_flag=True,
+@click.option("--messages", "messages_file", required=True, help=MESSAGES_HELP)
+@click.option("--row", type=int, default=None, help="Which row of a dataset file (1 = the first).")
+@click.option("--no_generation_prompt", "--no-generation-prompt", "no_generation_prompt", is_flag=True,
               help="Do not append the assistant header. By default it is appended when the last message is "
                    "not an assistant message (i.e. the text is a prompt); a conversation ending with an "
                    "assistant reply is rendered as training text either way.")
 @click.option("--system", default=None, help="System prompt when the messages have none (overrides the default).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
-def render_cmd(name, messages_file, no_generation_prompt, system, output):
+def render_cmd(name, messages_file, row, no_generation_prompt, system, output):
     """Print exactly the text template NAME makes of the messages (no trailing newline added)."""
-    messages = _load_messages(messages_file)
+    messages = _load_messages(messages_file, row)
     tpl = _load_template(name, system=system)
     add_prompt = not no_generation_prompt and messages[-1].get("role") != "assistant"
     try:
@@ -118,15 +169,16 @@ def render_cmd(name, messages_file, no_generation_prompt, system, output):
 
 @template.command("encode")
 @click.argument("name")
-@click.option("--messages", "messages_file", required=True, type=click.Path(dir_okay=False),
-              help="JSON file: a list of {role, content} messages.")
+@click.option("--messages", "messages_file", required=True, help=MESSAGES_HELP)
+@click.option("--row", type=int, default=None, help="Which row of a dataset file (1 = the first).")
 @click.option("--tokenizer", "tokenizer_ref", required=True, help="Tokenizer directory or registry model type.")
 @click.option("--system", default=None, help="System prompt when the messages have none.")
-@click.option("--loss-mode", type=click.Choice(["default", "last_round", "all"]), default="default")
+@click.option("--loss_mode", "--loss-mode", "--loss_scale", "loss_mode",
+              type=click.Choice(["default", "last_round", "all"]), default="default", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print {input_ids, labels} as JSON only.")
-def encode_cmd(name, messages_file, tokenizer_ref, system, loss_mode, as_json):
+def encode_cmd(name, messages_file, row, tokenizer_ref, system, loss_mode, as_json):
     """Tokenize the messages and show which tokens are supervised (labels != -100)."""
-    messages = _load_messages(messages_file)
+    messages = _load_messages(messages_file, row)
     tokenizer = _load_tokenizer(tokenizer_ref)
     from ..templates import get_template
 

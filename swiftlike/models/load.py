@@ -1,8 +1,30 @@
 """Load (model, tokenizer) from a resolved model directory."""
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 from ..registry import SwiftlikeError
 from .resolve import ResolvedModel, resolve_model
+
+# PEFT reads a property transformers has deprecated, on every adapter load: a warning about library internals that
+# the user can do nothing about.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def quiet_progress():
+    """No per-tensor progress bars from transformers while a local model loads in a few seconds (downloads keep
+    huggingface_hub's own bars)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
@@ -67,7 +89,8 @@ def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, h
         kwargs["device_map"] = device_map
     kwargs.update(model_kwargs or {})
     try:
-        model_obj = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+        with quiet_progress():
+            model_obj = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise SwiftlikeError(f"{resolved.path} ships its own modelling code; re-run with --trust_remote_code "

@@ -67,6 +67,7 @@ def translate(data: dict, *, source: str, stage: str = "sft") -> tuple[dict, lis
     if unknown:
         raise SwiftlikeError(f"{source}: LLaMA-Factory option(s) swiftlike does not know: {', '.join(sorted(unknown))}"
                              f"; remove them or use swiftlike's spelling (`swiftlike sft --help`)")
+    out.setdefault("add_output_dir_suffix", False)  # LLaMA-Factory writes into output_dir itself
     if "template" in out and isinstance(out["template"], str):
         out["template"] = TEMPLATES.get(out["template"], out["template"])
     for key in ("dataset", "val_dataset"):
