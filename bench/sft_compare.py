@@ -4,8 +4,14 @@ SmolLM2-135M-Instruct (the embedded model), ChatML, LoRA r8 alpha 32 all-linear,
 max_length 256, lr 1e-4 (cosine, warmup 5 %, weight decay 0.1), fp32 on CPU, seed 42, gradient checkpointing off.
 Prints whole-process wall time, peak RSS, train loss and held-out loss (one neutral script for all adapters).
 
-    python bench/sft_compare.py [--swift /venvs/msswift/bin/swift] [--llamafactory /venvs/lf/bin/llamafactory-cli]
-                                [--only swiftlike,ms-swift,llamafactory] [--work DIR] [--repeat N]
+The peers are installed as a user installs them (`--install` makes the virtualenvs that are missing):
+    python3 -m venv VENVS/llamafactory && VENVS/llamafactory/bin/pip install llamafactory==0.9.5
+    python3 -m venv VENVS/msswift && VENVS/msswift/bin/pip install torch==2.13.0 && \
+        VENVS/msswift/bin/pip install ms-swift==4.6.0
+and the versions of torch, transformers and peft each one resolved are printed with the results.
+
+    python bench/sft_compare.py [--venvs /work/venvs] [--install] [--only swiftlike,ms-swift,llamafactory]
+                                [--work DIR] [--repeat N]
 """
 from __future__ import annotations
 
@@ -107,6 +113,29 @@ def run_llamafactory(cli, model_dir, data, work):
                 train_loss=loss)
 
 
+PEERS = {"llamafactory": (["llamafactory==0.9.5"], "llamafactory-cli"),
+         "msswift": (["torch==2.13.0", "ms-swift==4.6.0"], "swift")}
+
+
+def install_peer(venvs: Path, name: str) -> Path:
+    """VENVS/NAME as a user makes it: a fresh virtualenv, then pip install, one requirement at a time."""
+    requirements, script = PEERS[name]
+    venv = venvs / name
+    if not (venv / "bin" / script).exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        for req in requirements:
+            subprocess.run([str(venv / "bin" / "pip"), "install", "-q", req], check=True)
+    return venv / "bin" / script
+
+
+def versions(python: Path) -> str:
+    code = ("import importlib.metadata as m\nout=[]\nfor d in ('torch','transformers','peft','trl','ms-swift',"
+            "'llamafactory'):\n    try: out.append(f'{d} {m.version(d)}')\n    except m.PackageNotFoundError: pass\n"
+            "print(', '.join(out))")
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    return proc.stdout.strip() or proc.stderr.strip()[-200:]
+
+
 def _last_train_loss(log: Path):
     text = log.read_text(errors="replace")
     found = re.findall(r"'train_loss': '?([0-9.]+)", text)
@@ -144,14 +173,22 @@ def heldout_loss(model_dir, adapter, rows) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--swift", default="/work/venvs/msswift/bin/swift")
-    ap.add_argument("--llamafactory", default="/work/venvs/llamafactory/bin/llamafactory-cli")
+    ap.add_argument("--venvs", default="/work/venvs", help="where the peers' virtualenvs are (or go, --install)")
+    ap.add_argument("--install", action="store_true", help="create the peers' virtualenvs that are missing")
+    ap.add_argument("--swift", default=None, help="default: VENVS/msswift/bin/swift")
+    ap.add_argument("--llamafactory", default=None, help="default: VENVS/llamafactory/bin/llamafactory-cli")
     ap.add_argument("--only", default="swiftlike,ms-swift,llamafactory")
     ap.add_argument("--work", default=None)
     ap.add_argument("--train", default=str(SHARED / "train.jsonl"))
     ap.add_argument("--heldout", default=str(SHARED / "heldout.jsonl"))
     ap.add_argument("--repeat", type=int, default=1, help="rounds of all tools; medians are reported")
     args = ap.parse_args()
+    venvs = Path(args.venvs)
+    if args.install:
+        for name in PEERS:
+            install_peer(venvs, name)
+    args.swift = args.swift or str(venvs / "msswift" / "bin" / "swift")
+    args.llamafactory = args.llamafactory or str(venvs / "llamafactory" / "bin" / "llamafactory-cli")
     from swiftlike.models import resolve_model
 
     model_dir = resolve_model("smollm2-135m-instruct").path
@@ -185,7 +222,12 @@ def main():
     for r in results.values():
         r["heldout"] = heldout_loss(model_dir, r["adapter"], rows) if r["adapter"] else None
     base = heldout_loss(model_dir, None, rows)
-    print(f"work dir: {work}\nconfig: {CFG}\nheld-out loss of the untrained base: {base:.4f}\n")
+    print(f"work dir: {work}\nconfig: {CFG}\nheld-out loss of the untrained base: {base:.4f}")
+    print(f"swiftlike: {versions(Path(sys.executable))}")
+    for name, script in (("ms-swift", args.swift), ("LLaMA-Factory", args.llamafactory)):
+        if Path(script).exists():
+            print(f"{name}: {versions(Path(script).with_name('python'))}")
+    print()
     print(f"{'tool':22s} {'rc':>3s} {'wall s':>8s} {'peak RSS MiB':>13s} {'train loss':>11s} {'held-out':>9s}"
           + ("  walls per round" if args.repeat > 1 else ""))
     for name, r in results.items():

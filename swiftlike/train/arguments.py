@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from ..models.options import ModelArguments, arg, field_names  # noqa: F401  (field_names: for callers)
+from ..registry import SwiftlikeError
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TrainArguments(ModelArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.bf16 and self.fp16:
-            raise ValueError("--bf16 and --fp16 both set; choose one (or --torch_dtype)")
+            raise SwiftlikeError("--bf16 and --fp16 both set; choose one (or --torch_dtype)")
         if (self.bf16 or self.fp16) and self.torch_dtype == "auto":
             self.torch_dtype = "bfloat16" if self.bf16 else "float16"
 

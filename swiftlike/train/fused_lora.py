@@ -72,27 +72,38 @@ class LoraLinearFunction(torch.autograd.Function):
         return dx, dw, db, da, dB, None, None, None
 
 
+def plain_lora(module, x):
+    """(lora_A, lora_B, scaling, dropout p) when `module` is a plain LoRA layer in training shape for input `x`: one
+    active adapter, no variant (DoRA), no LoRA bias, plain dropout, not merged, no autocast, one dtype; else None."""
+    if module.disable_adapters or module.merged:
+        return None
+    active = module.active_adapters
+    if len(active) != 1:
+        return None
+    name = active[0]
+    lora_a = module.lora_A[name] if name in module.lora_A else None
+    lora_b = module.lora_B[name] if name in module.lora_B else None
+    dropout = module.lora_dropout[name] if name in module.lora_dropout else None
+    if lora_a is None or name in module.lora_variant or lora_b.bias is not None \
+            or not isinstance(dropout, (torch.nn.Identity, torch.nn.Dropout)) \
+            or torch.is_autocast_enabled(x.device.type) \
+            or not x.dtype == module.base_layer.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype:
+        return None
+    p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
+    return lora_a, lora_b, module.scaling[name], p
+
+
 def _fused_forward(self, x, *args, **kwargs):
-    if not args and not kwargs and not self.disable_adapters and not self.merged:
-        active = self.active_adapters
-        if len(active) == 1:
-            name = active[0]
-            lora_a = self.lora_A[name] if name in self.lora_A else None
-            lora_b = self.lora_B[name] if name in self.lora_B else None
-            dropout = self.lora_dropout[name] if name in self.lora_dropout else None
-            base = self.base_layer
-            p = dropout.p if isinstance(dropout, torch.nn.Dropout) and dropout.training else 0.0
-            if (lora_a is not None and name not in self.lora_variant and lora_b.bias is None
-                    and isinstance(dropout, (torch.nn.Identity, torch.nn.Dropout))
-                    and not torch.is_autocast_enabled(x.device.type)
-                    and x.dtype == base.weight.dtype == lora_a.weight.dtype == lora_b.weight.dtype):
-                packed = None
-                if self.__dict__.get("_swiftlike_pack") and x.device.type == "cpu" \
-                        and x.dtype == torch.float32 and not base.weight.requires_grad:
-                    packed = packed_weights(self, base.weight)
-                return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight,
-                                                self.scaling[name], p, packed)
-    return type(self).forward(self, x, *args, **kwargs)
+    lora = None if args or kwargs else plain_lora(self, x)
+    if lora is None:
+        return type(self).forward(self, x, *args, **kwargs)
+    lora_a, lora_b, scaling, p = lora
+    base = self.base_layer
+    packed = None
+    if self.__dict__.get("_swiftlike_pack") and x.device.type == "cpu" \
+            and x.dtype == torch.float32 and not base.weight.requires_grad:
+        packed = packed_weights(self, base.weight)
+    return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scaling, p, packed)
 
 
 def fuse_lora_layers(model, pack_weights: bool = False) -> int:

@@ -354,7 +354,8 @@ class TrainingRecipe:
     def args_json(self) -> dict:
         """args.json: every argument (a valid --config: re-running it reproduces the run) plus what was resolved."""
         data = {"stage": self.stage, **asdict(self.args)}
-        data["model_type"] = self.model_type
+        # a type inferred from a local dir is not an option value: re-running the file infers it again
+        data["model_type"] = self.model_type if self.model_type in get_registry().models else self.args.model_type
         data["model_dir"] = str(self.resolved.path)
         data["template"] = self.template.name
         return data
