@@ -2,7 +2,10 @@
 to a hub reference."""
 from __future__ import annotations
 
+import fnmatch
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -28,6 +31,8 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
     """Copy to a directory, or push to a hub reference (hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME, or a plugin's
     hub); returns where it went."""
     from .adapters import resolve as resolve_adapter
+    from .adapters.store import INSTALL_INFO
+    from .checkpoint import walk_files
 
     ckpt = Path(resolve_adapter(ckpt_dir))  # an installed adapter's name or a hub reference works too
     if not ckpt.is_dir():
@@ -39,12 +44,21 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
     dest = Path(to)
     if dest.exists() and any(dest.iterdir()):
         raise SwiftlikeError(f"--to {dest}: directory exists and is not empty; choose a new one")
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(ckpt, tmp, ignore=shutil.ignore_patterns(*TRAINER_STATE))
-    if dest.exists():
-        dest.rmdir()
-    tmp.rename(dest)
+    # the files a push would read, through the same walk: a symlink leaving the checkpoint is refused, not copied
+    files = {rel: real for rel, real in walk_files(ckpt).items() if rel != INSTALL_INFO
+             and not any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern) for pattern in TRAINER_STATE)}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        for rel, real in files.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(real, tmp / rel)
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            dest.rmdir()
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(dest)
 
 

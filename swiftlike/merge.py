@@ -3,6 +3,7 @@ trained with."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,14 +18,17 @@ from .registry import SwiftlikeError
 class MergeArguments(ModelArguments):
     ckpt_dir: Optional[str] = arg(None, "The LoRA checkpoint: a dir, an installed adapter's name or a hub reference.",
                                   aliases=["adapters"])
-    output_dir: Optional[str] = arg(None, "Where the merged model goes (default: CKPT_DIR-merged).")
+    output_dir: Optional[str] = arg(None, "Where the merged model goes (default: CKPT_DIR-merged beside a directory, "
+                                          "./NAME-merged for an installed adapter or hub reference).")
+    overwrite: bool = arg(False, "Replace --output_dir when it exists and is not empty.")
     dequantize: bool = arg(False, "Merge a QLoRA adapter into the 16/32-bit base.")
     force: bool = arg(False, "Merge even onto a base the adapter was not trained on.")
 
 
-def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, options: ModelArguments | None = None,
-               **model_options) -> Path:
-    """Merge `ckpt_dir` into its base; returns the merged model's dir. `options`/keywords: the model options."""
+def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, overwrite=False,
+               options: ModelArguments | None = None, **model_options) -> Path:
+    """Merge `ckpt_dir` into its base; returns the merged model's dir. `options`/keywords: the model options.
+    A non-empty output dir is refused unless `overwrite` (or it is this checkpoint's own earlier default output)."""
     import torch
 
     from .adapters import resolve as resolve_adapter
@@ -45,7 +49,8 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, opti
         from dataclasses import replace
 
         opts = replace(opts, torch_dtype=saved["torch_dtype"])
-    out = Path(output_dir) if output_dir else ckpt.with_name(ckpt.name + "-merged")
+    out = Path(output_dir) if output_dir else default_output(ckpt_dir)
+    _check_output(out, ckpt, overwrite=overwrite or (not output_dir and _merged_from(out) == str(ckpt)))
     # --dequantize: load the same base unquantized (the adapter trained on its quantized view).
     loaded = load_checkpoint(ckpt, force=force, options=opts)
     merged = loaded.model.merge_and_unload()
@@ -59,9 +64,51 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, opti
         save_template(tmp, loaded.template)
         args = {**saved, "template": loaded.template.name, "merged_from": str(ckpt), "model_dir": str(out)}
         (tmp / "args.json").write_text(json.dumps(args, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
+        old = None
+        if out.exists():  # moved aside, not deleted, until the new one is in place
+            old = out.with_name(f".{out.name}-old-{tmp.name[-8:]}")
+            out.rename(old)
         tmp.rename(out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def default_output(ckpt_dir) -> Path:
+    """CKPT_DIR-merged beside a checkpoint dir; ./NAME-merged for an installed adapter's name or a hub reference
+    (the adapter store holds installed adapters only)."""
+    given = Path(str(ckpt_dir)).expanduser()
+    if given.is_dir():
+        given = given.resolve() if given.name in ("", ".", "..") else given
+        return given.with_name(given.name + "-merged")
+    last = re.split(r"[:/]", str(ckpt_dir).split("@", 1)[0])[-1]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", last).strip(".-") or "adapter"
+    return Path(f"{name}-merged")
+
+
+def _merged_from(out: Path) -> str | None:
+    try:
+        return json.loads((out / "args.json").read_text()).get("merged_from")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_output(out: Path, ckpt: Path, *, overwrite: bool) -> None:
+    """Refuse a target that exists with something in it (unless overwrite), and one whose replacement would delete
+    the checkpoint itself or the working directory."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise SwiftlikeError(f"--output_dir {out}: exists and is not a directory; choose another path")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise SwiftlikeError(f"--output_dir {out}: exists and is not empty; choose a new one, or pass --overwrite "
+                             f"to replace it")
+    real = out.resolve()
+    for precious, what in ((ckpt.resolve(), "the checkpoint being merged"), (Path.cwd().resolve(),
+                                                                             "the working directory")):
+        if precious == real or precious.is_relative_to(real):
+            raise SwiftlikeError(f"--output_dir {out}: would replace {what}; choose another directory")

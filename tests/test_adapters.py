@@ -47,10 +47,12 @@ def _logits(ckpt, **kw):
 
 
 def _store_is_empty():
+    """No adapter and nothing left from the install (the store keeps its lock file and empty work dirs)."""
     from swiftlike.adapters.store import store_root
 
     root = store_root()
-    return not root.exists() or not any(root.iterdir())
+    return not root.exists() or not any(p.name != ".lock" and (not p.is_dir() or any(p.iterdir()))
+                                        for p in root.iterdir())
 
 
 def test_push_install_gives_identical_logits(run, hub, swiftlike_home, tiny_model):
@@ -84,8 +86,9 @@ def test_push_install_gives_identical_logits(run, hub, swiftlike_home, tiny_mode
 
     original = _logits(run["v2"])
     assert torch.equal(_logits("nova-lora"), original)
-    # the same reference resolves to the installed copy instead of installing again
-    assert resolve("local:acme/nova-lora") == installed.path
+    # the same reference resolves to the installed copy instead of installing again: the immutable version dir
+    # NAME links to (an update swaps the link; a load in progress keeps reading one version)
+    assert resolve("local:acme/nova-lora") == installed.path.resolve() != installed.path
     assert torch.equal(_logits("local:acme/nova-lora"), original)
     assert not torch.equal(_logits(None, model=str(tiny_model), template="smollm2"), original)  # it does something
 
@@ -209,26 +212,23 @@ def test_missing_file_is_refused(run, hub, swiftlike_home):
 def test_pickle_is_refused_unless_allowed(run, hub, swiftlike_home, tmp_path):
     from swiftlike.adapters.publish import push
     from swiftlike.adapters.store import install
+    from swiftlike.checkpoint import write_manifest
 
-    path = _published(run, hub, "pickled")
     data = b"\x80\x04K\x01."  # pickle of the int 1
-    (path / "adapter_model.bin").write_bytes(data)
-    _rewrite_manifest(path, lambda files: files.update({"adapter_model.bin": _entry(data)}))
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(run["v2"], ckpt)
+    (ckpt / "adapter_model.bin").write_bytes(data)
+    write_manifest(ckpt, {k: v for k, v in json.loads((ckpt / "swiftlike.json").read_text()).items() if k != "files"})
+    # push refuses a pickle, before anything is uploaded
+    with pytest.raises(SwiftlikeError, match=r"adapter_model.bin: pickle file"):
+        push(ckpt, "local:acme/pickled")
+    assert not (hub / "acme" / "pickled").exists()
+
+    push(ckpt, "local:acme/pickled", allow_pickle=True)  # a publisher who means it
     with pytest.raises(SwiftlikeError, match=r"adapter_model.bin: pickle file \(.bin\); .*--allow-pickle"):
         install("local:acme/pickled")
     assert _store_is_empty()
     assert (install("local:acme/pickled", allow_pickle=True).path / "adapter_model.bin").read_bytes() == data
-
-    # push refuses a pickle too, before anything is uploaded
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(run["v2"], ckpt)
-    (ckpt / "extra_weights.pt").write_bytes(data)
-    from swiftlike.checkpoint import write_manifest
-
-    write_manifest(ckpt, {k: v for k, v in json.loads((ckpt / "swiftlike.json").read_text()).items() if k != "files"})
-    with pytest.raises(SwiftlikeError, match=r"extra_weights.pt: pickle file"):
-        push(ckpt, "local:acme/pickled2")
-    assert not (hub / "acme" / "pickled2").exists()
 
 
 @pytest.mark.parametrize("rel, reason", [("../evil.json", r"path escapes the adapter directory"),

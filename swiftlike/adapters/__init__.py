@@ -13,7 +13,8 @@ def load(model, path, *, adapter_name: str = "default", force: bool = False, is_
 def resolve(name_or_ref_or_path, *, hub_root=None, base=None, force: bool = False):
     """-> Path: a directory as is, an installed or plugin adapter by name, or a hub reference (hf:ORG/NAME[@REV],
     ms:…, local:…) installed into the store on first use. `base` (a model dir or type) refuses a wrong base before
-    anything is installed."""
+    anything is installed. A store entry is checked against what was installed (its seal, else a full re-hash)
+    before its path is handed out."""
     from .store import resolve as _resolve
 
     return _resolve(name_or_ref_or_path, hub_root=hub_root, base=base, force=force)

@@ -42,17 +42,25 @@ def source_file(root: Path, rel: str, *, storage_root: Path | None = None) -> Pa
     return real
 
 
-def copy_verified(src: Path, dest: Path, rel: str, entry: dict) -> None:
-    """Copy src to dest, hashing the bytes written; a size or sha256 different from the manifest is an error."""
+def copy_verified(src: Path, dest: Path, rel: str, entry: dict) -> str:
+    """Copy src to dest, hashing the bytes written; returns the sha256. The manifest's size is the limit: a file
+    larger than it says is refused before it is copied (and at the first byte over, should it grow meanwhile)."""
+    size = os.stat(src).st_size
+    if size != entry["size"]:
+        _compare(rel, entry, None, size)
     digest = hashlib.sha256()
     size = 0
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fin, open(dest, "xb") as fout:
-        for block in iter(lambda: fin.read(1 << 20), b""):
+        while block := fin.read(min(1 << 20, entry["size"] + 1 - size)):
             digest.update(block)
             size += len(block)
+            if size > entry["size"]:
+                raise SwiftlikeError(f"{rel}: more than the {entry['size']} bytes the manifest says (damaged or "
+                                     f"tampered); stopped copying")
             fout.write(block)
     _compare(rel, entry, digest.hexdigest(), size)
+    return digest.hexdigest()
 
 
 def verify_file(path: Path, rel: str, entry: dict) -> None:
@@ -72,14 +80,19 @@ def _compare(rel, entry, sha, size) -> None:
                              f"damaged or tampered")
 
 
-def unlisted_files(root: Path, files: dict, ignore=()) -> list[str]:
-    """Files under root that the manifest does not list (hub housekeeping and `ignore` patterns aside)."""
+def is_housekeeping(rel: str) -> bool:
+    return any(fnmatch.fnmatch(rel, p) for p in HUB_HOUSEKEEPING)
+
+
+def unlisted_files(root: Path, files: dict, ignore=(), housekeeping: bool = True) -> list[str]:
+    """Files under root that the manifest does not list (`ignore` patterns and, unless housekeeping=False, the
+    files hubs add by themselves aside)."""
     out = []
     for path in sorted(Path(root).rglob("*")):
         rel = path.relative_to(root).as_posix()
         if rel == MANIFEST or rel in files or path.is_dir() and not path.is_symlink():
             continue
-        if any(fnmatch.fnmatch(rel, p) for p in (*HUB_HOUSEKEEPING, *ignore)):
+        if any(fnmatch.fnmatch(rel, p) for p in ignore) or housekeeping and is_housekeeping(rel):
             continue
         out.append(rel)
     return out

@@ -21,7 +21,7 @@ from ..registry import SwiftlikeError
 from . import artifact
 
 PREFIX = "swiftlike-adapter-"
-_DIST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_DIST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?", re.ASCII)
 
 PLUGIN_MODULE = '''"""swiftlike adapter {name!r} {version}, packaged by `swiftlike adapter package`."""
 from pathlib import Path
@@ -47,7 +47,7 @@ def package(src, dist: str, *, output=".", version: str | None = None, allow_pic
     """Build DIST-VERSION-py3-none-any.whl from the adapter dir `src` into `output`; returns the wheel's path."""
     from packaging.version import InvalidVersion, Version
 
-    if not _DIST.match(dist):
+    if not isinstance(dist, str) or not _DIST.fullmatch(dist):
         raise SwiftlikeError(f"--name {dist!r}: not a valid distribution name (letters, digits, '.', '_', '-')")
     name = adapter_name_for(dist)
     module = re.sub(r"[-_.]+", "_", dist).lower()
@@ -70,9 +70,9 @@ def package(src, dist: str, *, output=".", version: str | None = None, allow_pic
                 members[f"{module}/adapter/{path.relative_to(stage).as_posix()}"] = path
         info = f"{module}-{version}.dist-info"
         readme = (stage / "README.md").read_text(encoding="utf-8")
-        members[f"{info}/METADATA"] = (
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: {summary}\n"
-            f"Requires-Dist: swiftlike\nDescription-Content-Type: text/markdown\n\n{readme}").encode()
+        members[f"{info}/METADATA"] = metadata(
+            [("Metadata-Version", "2.1"), ("Name", dist), ("Version", version), ("Summary", summary),
+             ("Requires-Dist", "swiftlike"), ("Description-Content-Type", "text/markdown")], readme)
         members[f"{info}/WHEEL"] = (f"Wheel-Version: 1.0\nGenerator: swiftlike {__version__}\n"
                                     f"Root-Is-Purelib: true\nTag: py3-none-any\n").encode()
         members[f"{info}/entry_points.txt"] = f"[swiftlike]\n{name} = {module}\n".encode()
@@ -84,6 +84,23 @@ def package(src, dist: str, *, output=".", version: str | None = None, allow_pic
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return wheel
+
+
+def metadata(headers: list[tuple[str, str]], description: str) -> bytes:
+    """Core metadata (METADATA) written by the email library, which refuses a value that would start another
+    header (any line break, Unicode ones included); the description is the body after the blank line."""
+    from email.message import EmailMessage
+    from email.policy import EmailPolicy
+
+    msg = EmailMessage(policy=EmailPolicy(utf8=True, max_line_length=0, linesep="\n"))
+    for key, value in headers:
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise SwiftlikeError(f"wheel METADATA {key}: {value!r} has a control character; refused")
+        try:
+            msg[key] = value
+        except ValueError:
+            raise SwiftlikeError(f"wheel METADATA {key}: {value!r} has a line break; refused") from None
+    return (msg.as_string() + description).encode("utf-8")
 
 
 def _write_wheel(wheel: Path, members: dict, record_name: str) -> None:

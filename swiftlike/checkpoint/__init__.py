@@ -12,13 +12,15 @@ from pathlib import Path
 
 from .base import base_fingerprint, check_base
 from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, adapter_config, is_adapter_dir, saved_args
-from .manifest import FORMAT, MANIFEST, check_manifest_files, file_table, read_manifest, unsafe_path_reason, \
-    write_manifest
+from .manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, check_manifest_fields, \
+    check_manifest_files, file_table, parse_manifest, read_manifest, read_manifest_bytes, unsafe_path_reason, \
+    walk_files, write_manifest
 from .template import checkpoint_template
 
 __all__ = ["MANIFEST", "FORMAT", "ARGS", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "read_manifest", "write_manifest",
-           "file_table", "check_manifest_files", "unsafe_path_reason", "base_fingerprint", "check_base",
-           "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize"]
+           "file_table", "walk_files", "check_manifest", "check_manifest_fields", "check_manifest_files",
+           "parse_manifest", "read_manifest_bytes", "MAX_MANIFEST_BYTES", "unsafe_path_reason", "base_fingerprint",
+           "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize"]
 
 
 def finalize(directory, info: dict, *, args: dict | None = None) -> dict:

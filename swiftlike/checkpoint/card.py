@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", re.ASCII)
 
 
 def _yaml_str(value) -> str:
@@ -16,7 +16,7 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
     name = info.get("name") or "adapter"
     is_adapter = info.get("kind", "adapter") == "adapter"
     base = info.get("base_model")
-    base_id = base if isinstance(base, str) and _HUB_ID.match(base) else None  # local paths are not hub ids
+    base_id = base if isinstance(base, str) and _HUB_ID.fullmatch(base) else None  # local paths are not hub ids
     tuner = info.get("tuner") or ("lora" if is_adapter else "full")
     cfg = info.get("tuner_config") or {}
     tags = ["swiftlike", str(tuner)] + (["peft"] if is_adapter else [])

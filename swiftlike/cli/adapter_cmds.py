@@ -26,7 +26,8 @@ def adapter():
 @adapter.command("push")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
 @click.argument("ref")
-@click.option("--private", is_flag=True, help="Create the repo private (hf, ms; local: readable by you only).")
+@click.option("--private", is_flag=True, help="Make the repo private (local: readable by you only, an existing "
+                                             "repo too; hf: an existing public repo is refused; ms: new repos).")
 @click.option("--message", "-m", help="Commit message.")
 @click.option("--version", "version", help="Adapter version in swiftlike.json (default 0.1.0 or the manifest's).")
 @hub_root_option
@@ -47,7 +48,8 @@ def adapter_push(directory, ref, private, message, version, hub_root, allow_pick
 @allow_pickle_option
 @click.option("--base", help="Refuse unless the adapter fits this base (model dir or model type).")
 def adapter_install(ref, name, hub_root, allow_pickle, base):
-    """Download REF into the adapter store, verifying every file's sha256 against its manifest."""
+    """Install REF into the adapter store: its manifest first (fields, paths and sizes checked), then the files it
+    lists (sha256 verified); an update replaces the installed version atomically."""
     from ..adapters.store import install
 
     installed = install(ref, name=name, allow_pickle=allow_pickle, hub_root=hub_root, base=base)
@@ -100,7 +102,8 @@ def adapter_remove(name):
 @adapter.command("verify")
 @click.argument("name")
 def adapter_verify(name):
-    """Re-hash every file of an installed adapter; exit 1 naming the first that does not match."""
+    """Re-hash every file of an installed adapter (and check its manifest is the one installed); exit 1 naming the
+    first that does not match."""
     from ..adapters.store import verify
 
     found = verify(name)

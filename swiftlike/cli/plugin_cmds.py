@@ -15,12 +15,21 @@ def plugin():
 @plugin.command("install")
 @click.argument("name")
 @click.option("--upgrade", "-U", is_flag=True, help="Upgrade if already installed.")
-def plugin_install(name, upgrade):
-    """Install NAME from the plugin index (sha256-verified when pinned) or a raw pip REQUIREMENT."""
+@click.option("--allow-unpinned-deps", "--allow_unpinned_deps", "allow_unpinned_deps", is_flag=True,
+              help="For a pinned index entry: also install dependencies the entry does not pin (unverified).")
+def plugin_install(name, upgrade, allow_unpinned_deps):
+    """Install NAME from the plugin index (sha256-verified when pinned, dependencies included) or a raw pip
+    REQUIREMENT."""
     from ..plugins import packs
 
-    res = packs.install(name, upgrade=upgrade, warn=lambda m: click.echo(m, err=True))
-    verified = " (sha256 verified)" if res.sha256 else ""
+    res = packs.install(name, upgrade=upgrade, warn=lambda m: click.echo(m, err=True),
+                        allow_unpinned_deps=allow_unpinned_deps)
+    if res.sha256 and res.unpinned:
+        verified = f" (sha256 verified; dependencies NOT pinned: {', '.join(res.unpinned)})"
+    elif res.sha256:
+        verified = " (sha256 verified" + (f", {len(res.requires)} pinned dependencies" if res.requires else "") + ")"
+    else:
+        verified = ""
     click.echo(f"installed {res.dist}{verified}; `swiftlike plugins list` shows what it registers")
 
 

@@ -157,7 +157,7 @@ def merge_lora(**kwargs):
     if not args.ckpt_dir:
         raise SwiftlikeError("merge-lora needs --ckpt_dir DIR_OR_NAME_OR_REF")
     out = run(args.ckpt_dir, args.output_dir, dequantize=args.dequantize, force=args.force,
-              options=args.model_arguments())
+              overwrite=args.overwrite, options=args.model_arguments())
     click.echo(f"merged model: {out}\n  chat: swiftlike infer --ckpt_dir {out}")
 
 

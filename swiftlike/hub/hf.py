@@ -29,6 +29,28 @@ class HFHub:
                 f"cannot be reached; download it on a connected machine (huggingface-cli download {repo_id}) "
                 f"or pass --model DIR") from None
 
+    def listing(self, repo_id, *, revision=None, repo_type="model") -> tuple[str, dict] | None:
+        """(commit, {path: size}) of `revision` as the Hub states it, before anything is downloaded: an install
+        compares the sizes with the manifest first. None when the Hub cannot be asked (offline, no network, an
+        HTTP error): the download then answers from the cache, as huggingface_hub does."""
+        from huggingface_hub import HfApi, constants
+        from huggingface_hub.errors import RevisionNotFoundError
+        from huggingface_hub.hf_api import RepoFile
+
+        if constants.HF_HUB_OFFLINE:
+            return None
+        api = HfApi()
+        try:
+            commit = api.repo_info(repo_id, revision=revision or self.default_revision, repo_type=repo_type).sha
+            sizes = {f.path: f.size for f in api.list_repo_tree(repo_id, revision=commit, recursive=True,
+                                                                 repo_type=repo_type) if isinstance(f, RepoFile)}
+        except RevisionNotFoundError:
+            raise SwiftlikeError(f"hf:{repo_id}@{revision or self.default_revision}: no such branch, tag or commit "
+                                 f"on the Hub") from None
+        except Exception:  # unreachable or failing Hub: the download falls back to the cache, as huggingface_hub does
+            return None
+        return (commit, sizes) if commit else None
+
     def upload(self, folder, repo_id, *, revision=None, private=False, message=None, repo_type="model") -> str:
         """create_repo(exist_ok) + upload_folder; the token comes from HF_TOKEN or `hf auth login` (never printed)."""
         from huggingface_hub import HfApi
@@ -38,6 +60,10 @@ class HFHub:
         api = HfApi()
         try:
             api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
+            if private and not api.repo_info(repo_id, revision=self.default_revision, repo_type=repo_type).private:
+                # create_repo(exist_ok) leaves an existing public repo public: say so instead of pushing there
+                raise SwiftlikeError(f"cannot push to {ref} with --private: the repo exists and is public; make it "
+                                     f"private on the Hub (Settings) first, or push without --private")
             if revision and revision != self.default_revision:
                 api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
             info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,

@@ -1,7 +1,8 @@
 """A directory hub (`local:ORG/NAME[@REV]`) rooted at --hub_root / SWIFTLIKE_LOCAL_HUB; safe on a shared filesystem.
 
-Layout: ROOT/ORG/NAME/<revision>/… (immutable; the revision is the content hash of the files), ROOT/ORG/NAME/refs
-(JSON: branch or tag -> revision; `main` is the latest push) and ROOT/ORG/NAME/log.jsonl (one line per push).
+Layout: ROOT/ORG/NAME/<revision>/… (immutable; the revision is the content hash of the files, which an install
+checks again: `check_content`), ROOT/ORG/NAME/refs (JSON: branch or tag -> revision; `main` is the latest push; a ref
+resolves only to a revision directory of that repo) and ROOT/ORG/NAME/log.jsonl (one line per push).
 A push copies into a temp dir inside the repo dir, then renames it into place; refs are rewritten with os.replace
 under a lock file (O_EXCL, which works over NFS), so readers never see a half-written revision or refs file and
 concurrent pushes never interleave.
@@ -27,8 +28,8 @@ ENV = "SWIFTLIKE_LOCAL_HUB"
 REFS = "refs"
 LOCK_WAIT_S = 60.0
 LOCK_STALE_S = 120.0  # a lock older than this was left by a crashed push
-_PART = re.compile(r"^[A-Za-z0-9][\w.-]*$")
-_REVISION = re.compile(r"^[0-9a-f]{40}$")
+_PART = re.compile(r"[A-Za-z0-9][\w.-]{0,95}", re.ASCII)
+_REVISION = re.compile(r"[0-9a-f]{40}")
 
 
 def content_revision(files: dict) -> str:
@@ -57,18 +58,32 @@ class LocalHub:
 
     def repo_dir(self, repo_id: str) -> Path:
         parts = repo_id.split("/")
-        if len(parts) != 2 or not all(_PART.match(p) for p in parts):
+        if len(parts) != 2 or not all(_PART.fullmatch(p) for p in parts):
             raise SwiftlikeError(f"local:{repo_id}: a repository is ORG/NAME (letters, digits, . _ -)")
         return self.root / parts[0] / parts[1]
 
     def refs(self, repo_id: str) -> dict:
         path = self.repo_dir(repo_id) / REFS
         try:
-            return json.loads(path.read_text())
+            refs = json.loads(path.read_text())
         except FileNotFoundError:
             return {}
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise SwiftlikeError(f"{path}: invalid JSON ({err}); restore it from log.jsonl in the same dir") from None
+        if not isinstance(refs, dict):
+            raise SwiftlikeError(f"{path}: expected a JSON object; restore it from log.jsonl in the same dir")
+        return refs
+
+    def _revision_dir(self, repo_id: str, rev, via: str) -> Path:
+        """ROOT/ORG/NAME/<rev>: a 40-hex revision that is a real directory of this repo, never a path elsewhere."""
+        repo = self.repo_dir(repo_id)
+        if not isinstance(rev, str) or not _REVISION.fullmatch(rev):
+            raise SwiftlikeError(f"local:{repo_id}@{via}: {repo / REFS} points it at {str(rev)[:80]!r}, which is not "
+                                 f"a revision of this repo; refused (fix the refs file from log.jsonl)")
+        path = repo / rev
+        if path.is_symlink() or not path.is_dir():
+            raise SwiftlikeError(f"local:{repo_id}@{via}: revision {rev[:12]}… is not a directory of {repo}; refused")
+        return path
 
     def resolve_revision(self, repo_id: str, revision: str | None = None) -> str:
         repo = self.repo_dir(repo_id)
@@ -77,17 +92,26 @@ class LocalHub:
         want = revision or self.default_revision
         refs = self.refs(repo_id)
         if want in refs:
-            return refs[want]
+            return self._revision_dir(repo_id, refs[want], want).name
         if re.fullmatch(r"[0-9a-f]{7,40}", want):  # a revision or a unique prefix of one, as git allows
-            found = [p.name for p in repo.iterdir() if _REVISION.match(p.name) and p.name.startswith(want)]
+            found = [p.name for p in repo.iterdir() if _REVISION.fullmatch(p.name) and p.name.startswith(want)]
             if len(found) == 1:
-                return found[0]
+                return self._revision_dir(repo_id, found[0], want).name
         known = ", ".join(sorted(refs)) or "none"
         raise SwiftlikeError(f"local:{repo_id}@{want}: no such branch, tag or revision (branches and tags: {known})")
 
     def download(self, repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path:
-        """Revisions are immutable, so the revision dir itself is returned (nothing is copied)."""
+        """Revisions are immutable, so the revision dir itself is returned (nothing is copied); whoever copies from
+        it checks the bytes against the revision's name with `check_content`."""
         return self.repo_dir(repo_id) / self.resolve_revision(repo_id, revision)
+
+    def check_content(self, repo_id: str, revision: str, digests: dict) -> None:
+        """Refuse files ({path: sha256}, as copied) that are not the content revision `revision` is named after:
+        a revision dir changed after its push (weights and manifest alike) is not that revision any more."""
+        have = content_revision({rel: {"sha256": sha} for rel, sha in digests.items()})
+        if have != revision:
+            raise SwiftlikeError(f"local:{repo_id}@{revision[:12]}: its files hash to {have[:12]}…, not to the "
+                                 f"revision's name: changed after it was pushed; refused (push it again)")
 
     def upload(self, folder, repo_id, *, revision=None, private=False, message=None) -> str:
         """Publish every file of `folder` as a new revision; `revision` names the branch or tag (default main)."""
@@ -95,7 +119,8 @@ class LocalHub:
 
         folder = Path(folder)
         branch = revision or self.default_revision
-        if _REVISION.match(branch) or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)*", branch) or ".." in branch:
+        if _REVISION.fullmatch(branch) or not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)*", branch, re.ASCII) \
+                or ".." in branch:
             raise SwiftlikeError(f"local:{repo_id}@{branch}: push to a branch or tag name (not a commit hash)")
         files = file_table(folder, skip=())
         if not files:
@@ -104,8 +129,8 @@ class LocalHub:
         repo = self.repo_dir(repo_id)
         if not repo.is_dir():
             repo.mkdir(parents=True, exist_ok=True)
-            if private:  # on a shared filesystem, private means only this user can read it
-                os.chmod(repo, 0o700)
+        if private:  # on a shared filesystem, private means only this user can read it
+            self._make_private(repo, repo_id)
         final = repo / rev
         if not final.is_dir():
             self._publish(folder, files, repo, final)
@@ -121,6 +146,20 @@ class LocalHub:
             with open(repo / "log.jsonl", "a") as f:
                 f.write(json.dumps(entry) + "\n")
         return rev
+
+    @staticmethod
+    def _make_private(repo: Path, repo_id: str) -> None:
+        """chmod 700 the repo dir (new or existing); one that others can read and this user cannot change is an
+        error, not a silent public push."""
+        mode = repo.stat().st_mode & 0o777
+        if mode & 0o077 == 0:
+            return
+        try:
+            os.chmod(repo, 0o700)
+        except PermissionError:
+            raise SwiftlikeError(f"local:{repo_id}: --private, but {repo} exists, is readable by others (mode "
+                                 f"{mode:o}) and belongs to another user; ask its owner to `chmod 700` it, or push "
+                                 f"without --private") from None
 
     @staticmethod
     def _publish(folder: Path, files: dict, repo: Path, final: Path) -> None:

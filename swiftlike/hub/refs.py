@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from ..registry import SwiftlikeError
 
-_REF = re.compile(r"^(?P<hub>[a-z][a-z0-9_-]*):(?P<org>[A-Za-z0-9][\w.-]*)/(?P<name>[A-Za-z0-9][\w.-]*)"
-                  r"(?:@(?P<rev>[\w.\-/]+))?$")
+# fullmatch and ASCII: `$` would accept a trailing newline and \w any Unicode letter
+_REF = re.compile(r"(?P<hub>[a-z][a-z0-9_-]*):(?P<org>[A-Za-z0-9][\w.-]{0,95})/(?P<name>[A-Za-z0-9][\w.-]{0,95})"
+                  r"(?:@(?P<rev>[\w.\-/]{1,255}))?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ def looks_like_ref(text: str) -> bool:
 
 def parse_ref(text: str) -> HubRef:
     """'hf:org/name@v1' -> HubRef('hf', 'org/name', 'v1'); a malformed reference is a one-line error."""
-    m = _REF.match(str(text).strip())
+    m = _REF.fullmatch(str(text).strip())
     if not m:
         raise SwiftlikeError(f"{text!r} is not a hub reference; write HUB:ORG/NAME[@REVISION], e.g. "
                              f"hf:acme/nova-lora, ms:acme/nova-lora@master, local:team/nova-lora@v1")

@@ -1,11 +1,17 @@
-"""Plugin packs: install/uninstall by catalog name with pip, verifying the wheel's sha256 when the index pins one."""
+"""Plugin packs: install/uninstall by catalog name with pip, verifying the wheel's sha256 when the index pins one.
+
+A pinned entry pins its dependencies too: `extra = {requires = ["NAME==VERSION --hash=sha256:HEX", ...]}`. The whole
+install then runs in pip's --require-hashes mode (every wheel pip fetches must match a pinned hash); a dependency pip
+would fetch that the entry does not pin is refused up front, unless allowed, and then named in the output.
+"""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checksums import sha256_file
@@ -18,6 +24,16 @@ class Resolved:
     dist: str  # the distribution name, for uninstall
     sha256: str | None
     indexed: bool  # found in the [plugins] index
+    requires: list = field(default_factory=list)  # the index's hash-pinned dependency lines (extra.requires)
+    unpinned: list = field(default_factory=list)  # "NAME VERSION" pip installed without a pinned hash
+
+
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==[A-Za-z0-9][A-Za-z0-9.+!_-]*(\s+--hash=sha256:[0-9a-f]{64})+",
+                  re.ASCII)
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _dist_name(requirement: str) -> str:
@@ -35,7 +51,13 @@ def resolve(name_or_requirement: str) -> Resolved:
         spec = index.get(name_or_requirement)
         if not spec.pip:
             raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}) has no `pip` requirement")
-        return Resolved(spec.pip, _dist_name(spec.pip), spec.sha256, True)
+        requires = (spec.extra or {}).get("requires") or []
+        bad = [r for r in requires if not isinstance(r, str) or not _PIN.fullmatch(r.strip())] \
+            if isinstance(requires, list) else [requires]
+        if bad:
+            raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}): extra.requires "
+                                 f"{str(bad[0])[:80]!r}: write each as 'NAME==VERSION --hash=sha256:HEX'")
+        return Resolved(spec.pip, _dist_name(spec.pip), spec.sha256, True, [r.strip() for r in requires])
     return Resolved(name_or_requirement, _dist_name(name_or_requirement), None, False)
 
 
@@ -48,8 +70,11 @@ def _pip(args: list[str], python: str) -> None:
         raise SwiftlikeError(f"pip {' '.join(args[:1])} failed: {reason.removeprefix('ERROR: ')}")
 
 
-def install(name_or_requirement: str, upgrade: bool = False, python: str | None = None, warn=print) -> Resolved:
-    """Install into the running interpreter's environment (or `python`'s)."""
+def install(name_or_requirement: str, upgrade: bool = False, python: str | None = None, warn=print,
+            allow_unpinned_deps: bool = False) -> Resolved:
+    """Install into the running interpreter's environment (or `python`'s). With a pinned index entry every wheel
+    is hash-checked; dependencies the entry does not pin are refused unless `allow_unpinned_deps` (then listed in
+    `Resolved.unpinned`)."""
     python = python or sys.executable
     res = resolve(name_or_requirement)
     if not res.indexed:
@@ -68,11 +93,34 @@ def install(name_or_requirement: str, upgrade: bool = False, python: str | None 
             wheels = list(Path(tmp).glob("*.whl"))
         if len(wheels) != 1:
             raise SwiftlikeError(f"expected one wheel for {req!r}, pip gave {len(wheels)}; not installed")
-        actual = sha256_file(wheels[0])
+        wheel = wheels[0].resolve()
+        actual = sha256_file(wheel)
         if actual != res.sha256.lower():
-            raise SwiftlikeError(f"sha256 mismatch for {wheels[0].name}: index pins {res.sha256}, file has {actual}; "
+            raise SwiftlikeError(f"sha256 mismatch for {wheel.name}: index pins {res.sha256}, file has {actual}; "
                                  f"not installed")
-        _pip(["install", *upgrade_flag, str(wheels[0])], python)
+        # what pip would install, hashes aside: anything beyond the wheel and the pinned dependencies is unpinned
+        pinned = {_canonical(_PIN.fullmatch(r)[1]) for r in res.requires}
+        plan = Path(tmp) / "plan.json"
+        _pip(["install", "--dry-run", "--quiet", "--report", str(plan), *upgrade_flag, str(wheel),
+              *(r.split()[0] for r in res.requires)], python)
+        top = _canonical(wheel.name.split("-")[0])
+        res.unpinned = [f"{item['metadata']['name']} {item['metadata']['version']}"
+                        for item in json.loads(plan.read_text()).get("install", [])
+                        if _canonical(item["metadata"]["name"]) not in pinned | {top}]
+        if res.unpinned and not allow_unpinned_deps:
+            raise SwiftlikeError(
+                f"{wheel.name} is pinned by the index, but pip would also install {', '.join(res.unpinned)} "
+                f"unverified (not pinned by the index entry); not installed — pin them in the entry's "
+                f"extra.requires ('NAME==VERSION --hash=sha256:HEX') or pass --allow-unpinned-deps")
+        hashed = Path(tmp) / "requirements.txt"
+        hashed.write_text("\n".join([f"{wheel} --hash=sha256:{actual}", *res.requires]) + "\n")
+        if not res.unpinned:
+            _pip(["install", "--require-hashes", *upgrade_flag, "-r", str(hashed)], python)
+        else:  # the pinned part verified, then pip adds what is left, unverified, as the caller allowed
+            _pip(["install", "--require-hashes", "--no-deps", *upgrade_flag, "-r", str(hashed)], python)
+            _pip(["install", str(wheel)], python)
+            warn(f"warning: installed unpinned dependencies of {res.dist} (not hash-verified): "
+                 f"{', '.join(res.unpinned)}")
     return res
 
 
