@@ -74,12 +74,15 @@ class Server:
         import uvicorn
 
         from swiftlike.serve import ServeArguments, build
+        from swiftlike.serve.http import uvicorn_config
 
-        self.rt, app = build(ServeArguments(**opts))
+        self.opts = ServeArguments(**opts)
+        self.rt, app = build(self.opts)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, self.opts, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.time() + 30
@@ -91,8 +94,11 @@ class Server:
         self.server.should_exit = True
         self.thread.join(15)
 
-    def call(self, method, path, key=None, **kw):
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+    def call(self, method, path, key=None, headers=None, **kw):
+        """A request as API clients send it (a body is JSON unless `headers` say otherwise)."""
+        headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+        if kw.get("content") is not None:
+            headers.setdefault("Content-Type", "application/json")
         return request(self.url + path, method, headers, kw.get("json"), kw.get("content"))
 
     def chat(self, model, key=None, messages=ASK, **kw):
@@ -367,6 +373,7 @@ def test_cli_serve(tiny_model, adapters):
                 break
         banner = "".join(lines)
         assert "adapters: a0, a1" in banner and "no --tenants: open server, loopback only" in banner, banner
+        assert "KV cache budget" in banner and "bodies up to 8.0 MiB" in banner, banner
         for _ in range(100):
             try:
                 r = request(f"http://127.0.0.1:{port}/v1/models", timeout=5)

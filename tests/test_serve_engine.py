@@ -3,6 +3,7 @@ the adapter pool (LRU, pins, versions), tenants and streamed text. The HTTP serv
 import asyncio
 import json
 import queue
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,54 @@ def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, 
                              base_dir=tiny_model)
             assert got == want, (name, text)
         assert engine.stats["decode_rows"] > engine.stats["decode_steps"], "requests never shared a decode step"
+    finally:
+        engine.stop()
+
+
+def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, adapters, tiny_model, monkeypatch):
+    """Prompts prefilled in pieces, requests admitted only while the KV budget holds the batch (the others wait), the
+    storage resized as rows come and go: every answer still equals `swiftlike infer`, and the cache never passes
+    the budget and is freed when the engine is idle."""
+    from swiftlike.infer import _clean
+    from swiftlike.serve.engine import Engine, Request
+    from swiftlike.serve.kvcache import SlotCache
+    from swiftlike.templates import get_template
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr(SlotCache, "GROW", 4)
+    monkeypatch.setattr(Engine, "PREFILL_CHUNK", 7)
+    model, ctx, _, loaded = served
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    budget = 52_000  # 256 bytes per token: about two rows of these requests, plus a prompt being prefilled
+    engine = Engine(model, ctx, max_batch_size=4, pad_token_id=tok.pad_token_id, max_kv_bytes=budget)
+    jobs = [("a0", "Tell me a long story about a cat and a dog", 30), (None, "Hi", 12), ("a1", "Short", 25),
+            ("a0", "A much longer question " * 5, 9), (None, "What is two plus two, exactly, in words?", 20)]
+    try:
+        engine.start()
+        pending = []
+        for name, text, n in jobs:
+            tpl = get_template("smollm2", tok)
+            ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
+                      add_special_tokens=False).input_ids
+            q = queue.Queue()
+            req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
+                          stop_ids=frozenset(tpl.stop_token_ids))
+            assert engine.kv_bytes(1, len(ids) + n, len(ids)) <= budget
+            engine.submit(req)
+            pending.append((name, text, n, tpl, req, q))
+        for name, text, n, tpl, req, q in pending:
+            while (finish := q.get(timeout=30)) is None:
+                pass
+            assert finish in ("stop", "length")
+            want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n,
+                             base_dir=tiny_model)
+            assert _clean(tok.decode(req.output, skip_special_tokens=True), tpl) == want, (name, text)
+        assert 0 < engine.stats["kv_peak_bytes"] <= budget
+        assert engine.stats["decode_rows"] > engine.stats["decode_steps"], "requests never shared a decode step"
+        deadline = time.time() + 5
+        while engine.cache.nbytes:
+            assert time.time() < deadline, "the KV cache was not freed when the engine went idle"
+            time.sleep(0.01)
     finally:
         engine.stop()
 
@@ -333,3 +382,23 @@ def test_text_stream_holds_back_stops_and_partial_characters(tokenizer_dir):
     stream = TextStream(tok, ["<|im_end|>"])
     pieces = [stream.add(t) for t in tok("abc<|im_end|>", add_special_tokens=False).input_ids]
     assert "".join(pieces) + stream.flush() == "abc"  # special token skipped, as infer decodes
+
+
+def test_sizes_budgets_and_hosts():
+    from swiftlike.serve.http import answered_hosts, host_name
+    from swiftlike.serve.limits import kv_budget, parse_size
+
+    assert parse_size("8MiB", "x") == 8 << 20 and parse_size("500MB", "x") == 500_000_000
+    assert parse_size("2g", "x") == 2 << 30 and parse_size("1.5 KiB", "x") == 1536 and parse_size(4096, "x") == 4096
+    for bad in ("", "lots", "-1", "0", "5 parsecs"):
+        with pytest.raises(SwiftlikeError, match="--x"):
+            parse_size(bad, "x")
+    assert kv_budget("3GiB") == (3 << 30, "3GiB")
+    half, how = kv_budget("auto")
+    assert half > 0 and how.startswith("50% of")
+    with pytest.raises(SwiftlikeError, match="between 0% and 100%"):
+        kv_budget("150%")
+    assert host_name("Example.COM:8000") == "example.com" and host_name("[::1]:8000") == "::1"
+    assert answered_hosts("127.0.0.1", [], True) == {"127.0.0.1", "localhost", "::1"}
+    assert answered_hosts("10.0.0.5", ["api.example:443"], False) == {"10.0.0.5", "api.example"}
+    assert answered_hosts("0.0.0.0", [], False) is None and answered_hosts("127.0.0.1", ["*"], True) is None

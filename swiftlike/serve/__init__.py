@@ -1,7 +1,8 @@
 """`swiftlike serve`: one base model, many tenants, LoRA adapters hot-swapped per request behind an OpenAI-compatible
-API. Modules: arguments (the options), runtime (what a server holds), app (routes), generation (one request), engine (continuous batching),
-kvcache, lora (batched multi-LoRA), pool (resident adapters), auth (tenants), schemas, errors, metrics, text,
-sampling."""
+API. Modules: arguments (the options), runtime (what a server holds), app (routes), http (Host/Origin/body guards,
+uvicorn limits), generation (one request), engine (continuous batching), kvcache, limits (sizes, memory), lora
+(batched multi-LoRA), pool (resident adapters), render and render_worker (adapters' own templates, out of process),
+auth (tenants), schemas, errors, metrics, text, sampling."""
 from __future__ import annotations
 
 __all__ = ["ServeArguments", "build", "serve"]
@@ -31,7 +32,8 @@ def serve(opts, log_level: str | None = None) -> None:
 
     import uvicorn
 
+    from .http import uvicorn_config
+
     rt, app = build(opts)
     print(rt.banner(), file=sys.stderr, flush=True)
-    uvicorn.run(app, host=opts.host, port=opts.port, log_level=log_level or opts.log_level,
-                timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn_config(app, opts, log_level=log_level or opts.log_level)).run()

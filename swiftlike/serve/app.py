@@ -4,17 +4,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import math
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ..registry import SwiftlikeError
 from .errors import ApiError, invalid, model_not_found, unauthorized
 from .generation import Job
+from .http import BodyTooLarge, Guard
 from .pool import ReplacedMeanwhile
 from .schemas import AdapterPut, ChatCompletionRequest, CompletionRequest, VllmLoad, VllmUnload
+
+log = logging.getLogger("swiftlike.serve")
+CLIENT_GONE = 499  # nginx's "client closed request": what the metrics count for it
 
 
 def create_app(rt) -> FastAPI:
@@ -25,13 +32,34 @@ def create_app(rt) -> FastAPI:
             yield
         finally:
             await asyncio.to_thread(rt.engine.stop)
+            rt.close()
 
-    app = FastAPI(title="swiftlike serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # the schema is served below, behind the same keys as the API; no /docs (it would load scripts from a CDN)
+    app = FastAPI(title="swiftlike serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if rt.cors:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=sorted(rt.cors), allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["authorization", "content-type"], max_age=600)
+    app.add_middleware(Guard, hosts=rt.hosts, cors=rt.cors, max_body=rt.max_body)
     app.add_middleware(_CountRequests, metrics=rt.metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(request, err: ApiError):
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request, err):
+        body = ApiError(413, f"The request body is larger than this server's limit of {rt.max_body} bytes "
+                             f"(--max_body_size).", code="body_too_large")
+        return JSONResponse(body.body(), status_code=413)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request, err):
+        client = request.client
+        log.info("%s: request body incomplete (the client left, or was slower than --read_timeout)",
+                 f"{client.host}:{client.port}" if client else "a client")
+        return Response(status_code=CLIENT_GONE)  # nobody to read it
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, err):
@@ -51,6 +79,20 @@ def create_app(rt) -> FastAPI:
         return who
 
     # -- public -------------------------------------------------------------------------------------------------
+    async def read_json(request: Request, schema: type[BaseModel]):
+        """The body as `schema`, read after authentication; JSON only, so that a browser cannot send it from another
+        site without a CORS preflight. Parsed off the event loop."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise ApiError(415, "Send the request body as JSON, with `Content-Type: application/json`.",
+                           code="unsupported_media_type")
+        raw = await request.body()
+        return await asyncio.get_running_loop().run_in_executor(rt.prep, _parse, schema, raw, rt.context_length)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(who=Depends(caller)):
+        return JSONResponse(app.openapi())
+
     @app.get("/health")
     async def health():
         if not rt.engine.alive:
@@ -81,15 +123,23 @@ def create_app(rt) -> FastAPI:
         return model_card(model_id)
 
     async def generate(request: Request, who, schema, chat: bool):
-        body = _parse(schema, await request.body())
+        body = await read_json(request, schema)
         job = Job(rt, who, body, chat=chat)
         await job.start()
         headers = {"x-swiftlike-adapter": job.fingerprint}
         if body.stream:
             return _JobStream(job, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
+        answer = asyncio.ensure_future(job.response())
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            return JSONResponse(await job.response(), headers=headers)
+            # a client that leaves stops its generation, as a stream's does
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():
+                return Response(status_code=CLIENT_GONE)
+            return JSONResponse(answer.result(), headers=headers)
         finally:
+            for task in (answer, gone):
+                task.cancel()
             job.close()
 
     @app.post("/v1/chat/completions")
@@ -122,7 +172,7 @@ def create_app(rt) -> FastAPI:
 
     @app.post("/v1/adapters", dependencies=[Depends(admin)])
     async def post_adapter(request: Request):
-        body = _parse(AdapterPut, await request.body())
+        body = await read_json(request, AdapterPut)
         return await put_adapter(body.name, body.source)
 
     @app.delete("/v1/adapters/{name}", dependencies=[Depends(admin)])
@@ -134,13 +184,13 @@ def create_app(rt) -> FastAPI:
     # vLLM's runtime LoRA endpoints, for clients written against it
     @app.post("/v1/load_lora_adapter", dependencies=[Depends(admin)])
     async def vllm_load(request: Request):
-        body = _parse(VllmLoad, await request.body())
+        body = await read_json(request, VllmLoad)
         await put_adapter(body.lora_name, body.lora_path)
         return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' added successfully.")
 
     @app.post("/v1/unload_lora_adapter", dependencies=[Depends(admin)])
     async def vllm_unload(request: Request):
-        body = _parse(VllmUnload, await request.body())
+        body = await read_json(request, VllmUnload)
         await delete_adapter(body.lora_name)
         return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
 
@@ -161,16 +211,42 @@ class _JobStream(StreamingResponse):
             self.job.close()
 
 
-def _parse(schema: type[BaseModel], raw: bytes):
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read: only a disconnect can come)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text}")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse(schema: type[BaseModel], raw: bytes, max_messages: int = 0):
     """The body, validated after authentication (so an unauthenticated caller learns nothing from a 422)."""
     try:
-        data = json.loads(raw or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(raw or b"null", parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
         raise invalid(f"the request body is not valid JSON ({err})", code="invalid_json") from None
+    except RecursionError:
+        raise invalid("the request body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object", code="invalid_json")
+    messages = data.get("messages")
+    if max_messages and isinstance(messages, list) and len(messages) > max_messages:
+        # every message takes at least one token: refuse before validating (and later rendering) all of them
+        raise invalid(f"messages: {len(messages)} messages cannot fit in a context of {max_messages} tokens",
+                      param="messages", code="context_length_exceeded")
     try:
         return schema.model_validate(data)
+    except RecursionError:
+        raise invalid("the request body is nested too deeply", code="invalid_json") from None
     except ValidationError as err:
         problems = []
         for e in err.errors():
@@ -188,6 +264,10 @@ def _gauges(rt) -> dict:
         "swiftlike_requests_running": ("Requests in the running batch.", rt.engine.running),
         "swiftlike_requests_waiting": ("Requests queued for the engine.", len(rt.engine.waiting)),
         "swiftlike_requests_in_flight": ("Requests admitted and not finished.", rt.inflight),
+        "swiftlike_kv_cache_bytes": ("KV cache memory allocated now.", rt.engine.cache.nbytes),
+        "swiftlike_kv_cache_peak_bytes": ("Most KV cache memory held at once (prefill copies included).",
+                                          rt.engine.stats["kv_peak_bytes"]),
+        "swiftlike_kv_cache_budget_bytes": ("--max_kv_memory.", rt.engine.max_kv_bytes or 0),
     }
 
 

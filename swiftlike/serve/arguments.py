@@ -20,7 +20,17 @@ class ServeArguments(ModelArguments):
     max_tokens: int = arg(2048, "Cap on max_tokens per request.")
     num_threads: Optional[int] = arg(None, "torch CPU threads (default: all cores; on a shared machine fewer is "
                                      "often faster).")
+    max_kv_memory: str = arg("auto", "KV cache budget: a size (8GiB, 500MB) or a share of the memory available "
+                             "after loading the model (50%); auto = 50%. Requests that do not fit wait their turn.")
+    max_body_size: str = arg("8MiB", "Largest request body; bigger ones are answered 413.")
+    template_timeout: float = arg(2.0, "Seconds an adapter's own chat template may take to render a request.")
     host: str = arg("127.0.0.1", "Address to listen on (anything but loopback needs --tenants).")
     port: int = arg(8000, "Port.")
+    allowed_hosts: list = arg([], "Host header values to answer besides the --host address (and localhost on "
+                              "loopback); * = any.")
+    cors_origins: list = arg([], "Browser origins (https://app.example) allowed to call the API; * = any. "
+                             "Other cross-origin browser requests are refused.")
+    read_timeout: float = arg(30.0, "Seconds a client has to send a request's headers and body.")
+    max_connections: int = arg(1024, "Open connections served at once; requests beyond are answered 503.")
     force: bool = arg(False, "Serve adapters trained on another base.")
     log_level: str = arg("info", "uvicorn log level: critical, error, warning, info, debug.")

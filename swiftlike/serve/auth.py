@@ -60,6 +60,12 @@ class Auth:
         if tenants_file is None:
             return cls(None, admin)
         tenants, file_admin = parse_tenants(Path(tenants_file))
+        if admin is not None:
+            # a tenant holding the admin key would be taken for the admin
+            same = [name for name, (digest, _) in tenants.items() if _same(digest, admin)]
+            if same:
+                raise SwiftlikeError(f"--admin_key_env {admin_key_env}: the admin key is also tenant {same[0]!r}'s key "
+                                     f"in {tenants_file}; give the admin its own key")
         return cls(tenants, admin or file_admin)
 
     def authenticate(self, authorization: str | None) -> Optional[Caller]:

@@ -1,9 +1,15 @@
 """Continuous batching: one thread admits requests between decode steps and runs every running request, whatever
 its adapter, in one forward pass per step.
 
-A new request is prefilled alone (exactly what `generate` computes for it), its KV copied into a free slot of the
-running batch, and from then on it decodes together with the others. Finished and cancelled requests leave between
-steps; their slots are reused.
+A new request is prefilled alone (exactly what `generate` computes for it; long prompts in chunks), its KV copied
+into a free slot of the running batch, and from then on it decodes together with the others. Finished and cancelled
+requests leave between steps; their slots are reused.
+
+Memory: a request is admitted only when the KV cache the batch could then need (every row as long as the longest
+reservation, prompt + max_tokens) fits `max_kv_bytes`; otherwise it waits. The cache is freed when the engine is idle.
+
+Threads: the engine thread alone runs forwards, and so alone touches the LoRA layers' stacked-weights caches; other
+threads ask it to forget an adapter through `forget_adapter`.
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from typing import Callable, Optional
 
 import torch
 
-from .kvcache import SlotCache
+from .kvcache import PrefillCache, SlotCache
+from .limits import human, release_memory
 from .lora import LoraBatch, LoraContext
 from .sampling import next_tokens
 
@@ -48,6 +55,7 @@ class Request:
     cancelled: bool = False
     generator: Optional[torch.Generator] = None
     admitted_at: float = 0.0
+    total: int = 0  # KV columns reserved: prompt + max_tokens (set when queued)
 
     def __post_init__(self):
         if self.temperature > 0:
@@ -56,21 +64,28 @@ class Request:
 
 
 class Engine:
+    PREFILL_CHUNK = 512  # prompts longer than this are prefilled in pieces: activations stay small
+
     def __init__(self, model, ctx: LoraContext, *, max_batch_size: int = 32, max_queue: int = 256,
-                 max_prefill_tokens: int = 8192, pad_token_id: int = 0):
+                 max_prefill_tokens: int = 8192, pad_token_id: int = 0, max_kv_bytes: Optional[int] = None,
+                 context_length: Optional[int] = None):
         self.model = model
         self.ctx = ctx
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.max_prefill_tokens = max_prefill_tokens
         self.pad_token_id = pad_token_id
+        self.max_kv_bytes = max_kv_bytes
         self.device = next(model.parameters()).device
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.num_layers = config.num_hidden_layers
+        self.context_length = context_length or int(getattr(config, "max_position_embeddings", 0) or 0) or None
         # only the last position's logits are needed (what generate asks for, where the model supports it)
-        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters \
-            else {}
-        self.cache = SlotCache(self.num_layers, max_batch_size)
+        params = inspect.signature(model.forward).parameters
+        self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers renamed it in 5.x
+        self.kv_bytes_per_token = self._measure_kv()
+        self.cache = self._new_cache()
         self.slots: list[Optional[Request]] = [None] * max_batch_size
         self.waiting: collections.deque = collections.deque()
         self.cond = threading.Condition()
@@ -107,115 +122,213 @@ class Engine:
         with self.cond:
             self.cond.notify()
 
+    def forget_adapter(self, uid: int) -> None:
+        """An adapter left memory: the engine thread drops what its LoRA layers stacked from it."""
+        self.ctx.forget(uid)
+        if self.alive:
+            with self.cond:
+                self.cond.notify()
+        else:  # no engine thread, so no forward can be running: drop it here
+            self.ctx.purge()
+
     @property
     def running(self) -> int:
         return sum(r is not None for r in self.slots)
+
+    def kv_bytes(self, rows: int, columns: int, prefill: int = 0) -> int:
+        """KV memory of a batch of `rows` rows × `columns` columns while a `prefill`-token prompt is being added."""
+        return (rows * columns + prefill) * self.kv_bytes_per_token
+
+    def kv_token_limit(self, prompt_tokens: int) -> Optional[int]:
+        """The most tokens (prompt + completion) one request may reserve within the KV budget, running alone."""
+        if self.max_kv_bytes is None:
+            return None
+        return self.max_kv_bytes // self.kv_bytes_per_token - prompt_tokens
+
+    def _measure_kv(self) -> int:
+        """Bytes of KV cache per token (all layers, keys and values), from a one-token forward."""
+        with torch.inference_mode():
+            ids = torch.tensor([[self.pad_token_id]], device=self.device)
+            out = self.model(input_ids=ids, use_cache=True, **self._last_only)
+        kv = getattr(out, "cache", None) or out.past_key_values
+        return sum(t.numel() * t.element_size() for la in kv.layers for t in (la.keys, la.values))
+
+    def _new_cache(self) -> SlotCache:
+        return SlotCache(self.num_layers, self.max_batch_size, max_columns=self.context_length)
 
     # -- engine thread ------------------------------------------------------------------------------------------
     def _loop(self) -> None:
         with torch.inference_mode():
             while True:
                 with self.cond:
-                    while not self._stopping and not self.waiting and not self.running:
+                    while not self._stopping and not self.waiting and not self.running and not self.ctx.pending:
                         self.cond.wait()
                     if self._stopping:
                         break
                     admitted = self._admit()
                 try:
+                    self.ctx.purge()
+                    if admitted:
+                        self.cache.fit()  # shed what finished requests left, before the prefills add theirs
                     for slot, req in admitted:
                         self._prefill(slot, req)
                     self._drop_cancelled()
                     if self.running:
                         self._decode()
-                    else:
-                        self.cache.clear()
                 except Exception as err:  # keep serving: fail what was running, start from an empty batch
                     log.exception("engine step failed")
                     self._reset(err)
+                if not self.running and self.cache.capacity:
+                    self._idle()
         for req in list(self.waiting) + [r for r in self.slots if r is not None]:
             self._finish(req, "cancelled")
+
+    def _idle(self) -> None:
+        """Nothing running: give the KV cache's memory back."""
+        self.cache.free()
+        release_memory(self.device)
 
     def _admit(self) -> list:
         if any(r.cancelled for r in self.waiting):  # clients gone while queued: free their places now
             for req in [r for r in self.waiting if r.cancelled]:
                 self._finish(req, "cancelled")
             self.waiting = collections.deque(r for r in self.waiting if not r.cancelled)
+        busy = [i for i, r in enumerate(self.slots) if r is not None]
         free = [i for i, r in enumerate(self.slots) if r is None]
-        out, budget = [], self.max_prefill_tokens
+        rows = busy[-1] + 1 if busy else 0
+        columns = max((self.slots[i].total for i in busy), default=0)
+        out, budget, prefill = [], self.max_prefill_tokens, 0
         while self.waiting and len(out) < len(free):
             req = self.waiting[0]
             if out and len(req.prompt_ids) > budget:
                 break  # prefill the rest after the next decode step, so running requests keep moving
+            req.total = self._reservation(req)
+            slot = free[len(out)]
+            need = (max(rows, slot + 1), max(columns, req.total), max(prefill, len(req.prompt_ids)))
+            if self.max_kv_bytes is not None and self.kv_bytes(*need) > self.max_kv_bytes:
+                if busy or out:
+                    break  # wait until running requests finish and free their share of the cache
+                self.waiting.popleft()  # too big even alone (the HTTP layer refuses these before queueing)
+                self._finish(req, "error", MemoryError(
+                    f"the request needs {human(self.kv_bytes(1, req.total, len(req.prompt_ids)))} of KV cache, "
+                    f"more than max_kv_memory {human(self.max_kv_bytes)}"))
+                continue
             self.waiting.popleft()
             budget -= len(req.prompt_ids)
-            out.append((free[len(out)], req))
+            rows, columns, prefill = need
+            out.append((slot, req))
+        if out:
+            self.cache.limit = columns
+            self.cache.plan_rows = self._plan_rows(rows, columns, prefill)
         return out
+
+    def _reservation(self, req: Request) -> int:
+        total = len(req.prompt_ids) + req.max_tokens
+        return min(total, self.context_length) if self.context_length else total
+
+    def _plan_rows(self, rows: int, columns: int, prefill: int) -> int:
+        """Rows to allocate: room to grow (a power of two, so joining requests rarely reallocate) within budget, and
+        the rows already allocated while they are at most twice that and within budget (no copy back and forth)."""
+        def fits(n):
+            return self.max_kv_bytes is None or self.kv_bytes(n, columns, prefill) <= self.max_kv_bytes
+
+        plan = min(1 << max(rows - 1, 0).bit_length(), self.max_batch_size)
+        while plan > rows and not fits(plan):
+            plan -= 1
+        plan = max(plan, rows)
+        have = self.cache.alloc_rows
+        return have if plan < have <= 2 * plan and fits(have) else plan
 
     def _prefill(self, slot: int, req: Request) -> None:
         if req.cancelled:
             self._finish(req, "cancelled")
             return
         req.admitted_at = time.perf_counter()
+        n = len(req.prompt_ids)
+        kv = PrefillCache(self.num_layers, n)
         try:
             ids = torch.tensor([req.prompt_ids], dtype=torch.long, device=self.device)
             with self.ctx.use(LoraBatch.of([req.adapter])):
-                out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
-                                 **self._last_only)
-            token = next_tokens(out.logits[:, -1, :].float(), [req])[0]
+                for at in range(0, n, self.PREFILL_CHUNK):  # one piece for most prompts: exactly generate's pass
+                    part = ids[:, at:at + self.PREFILL_CHUNK]
+                    mask = torch.ones(1, at + part.shape[1], dtype=torch.long, device=self.device)
+                    out = self.model(input_ids=part, attention_mask=mask, use_cache=True,
+                                     **{self._cache_arg: kv}, **self._last_only)
+                    logits = out.logits[:, -1, :].float()
+                    del out
+            token = next_tokens(logits, [req])[0]
+            if isinstance(token, Exception):
+                raise token
         except Exception as err:  # a bad request must not take the server down
-            log.exception("prefill failed")
+            log.warning("prefill failed: %s: %s", type(err).__name__, err)
             self._finish(req, "error", err)
             return
         self.stats["prefills"] += 1
-        self.stats["prompt_tokens"] += len(req.prompt_ids)
+        self.stats["prompt_tokens"] += n
+        self._peak(self.cache.nbytes + n * self.kv_bytes_per_token)
         if self._emit(req, token):
             return
-        layers = out.past_key_values.layers
         try:
-            self.cache.insert(slot, [la.keys for la in layers], [la.values for la in layers])
+            self.cache.insert(slot, kv.layers)
         except Exception as err:  # e.g. out of memory growing the cache
             log.exception("could not add a request to the batch")
             self._finish(req, "error", err)
             return
         self.slots[slot] = req
+        self._peak(self.cache.nbytes)
+
+    def _peak(self, nbytes: int) -> None:
+        if nbytes > self.stats["kv_peak_bytes"]:
+            self.stats["kv_peak_bytes"] = nbytes
+
+    def _leave(self, slot: int) -> None:
+        self.slots[slot] = None
+        self.cache.release(slot)
 
     def _drop_cancelled(self) -> None:
         for i, req in enumerate(self.slots):
             if req is not None and req.cancelled:
-                self.slots[i] = None
+                self._leave(i)
                 self._finish(req, "cancelled")
 
     def _decode(self) -> None:
         active = [i for i, r in enumerate(self.slots) if r is not None]
         rows = active[-1] + 1
         self.cache.prepare_step(active)
+        self._peak(self.cache.nbytes)
         self.cache.rows = rows
         reqs = self.slots[:rows]
         ids = torch.tensor([[r.output[-1] if r else self.pad_token_id] for r in reqs], device=self.device)
         mask, positions = self.cache.decode_inputs(active, self.device)
         try:
             with self.ctx.use(LoraBatch.of([r.adapter if r else None for r in reqs], self.ctx.bank)):
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 past_key_values=self.cache, use_cache=True, **self._last_only)
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                 **{self._cache_arg: self.cache}, **self._last_only)
             self.cache.length += 1
             logits = out.logits[:, -1, :].float()
-            tokens = next_tokens(logits[active], [reqs[i] for i in active])
         except Exception as err:
             log.exception("decode step failed; failing the running requests")
             self._reset(err)
             return
+        # one row's sampling failing (non-finite logits from its adapter...) fails that row only
+        tokens = next_tokens(logits[active], [reqs[i] for i in active])
         self.stats["decode_steps"] += 1
         self.stats["decode_rows"] += len(active)
         for i, token in zip(active, tokens):
-            if self._emit(self.slots[i], token):
-                self.slots[i] = None
+            req = self.slots[i]
+            if isinstance(token, Exception):
+                log.warning("request failed in decode: %s", token)
+                self._leave(i)
+                self._finish(req, "error", token)
+            elif self._emit(req, token):
+                self._leave(i)
 
     def _reset(self, err: Exception) -> None:
         for i, req in enumerate(self.slots):
             if req is not None:
                 self.slots[i] = None
                 self._finish(req, "error", err)
-        self.cache = SlotCache(self.num_layers, self.max_batch_size)
+        self.cache = self._new_cache()
 
     def _emit(self, req: Request, token: int) -> bool:
         """Hand one token to the request; True when that ended it."""

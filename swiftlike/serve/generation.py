@@ -10,7 +10,9 @@ from typing import AsyncIterator, Optional
 
 from .engine import QueueFull, Request
 from .errors import ApiError, invalid, model_not_found, queue_full
+from .limits import human
 from .pool import UnknownAdapter
+from .render import TemplateFailed
 from .text import TextStream
 
 
@@ -47,12 +49,24 @@ class Job:
                 except UnknownAdapter:  # removed since the check above
                     raise model_not_found(body.model) from None
             template = self.adapter.template if self.adapter is not None else rt.template
-            self.prompt_ids = self._encode(template)
-            limit = rt.context_length - len(self.prompt_ids)
+            # rendering and tokenising take a while for big requests: not on the event loop
+            self.prompt_ids = await asyncio.get_running_loop().run_in_executor(rt.prep, self._encode, template)
+            n = len(self.prompt_ids)
+            param = "messages" if self.chat else "prompt"
+            if not n:
+                raise invalid("The prompt is empty once tokenised.", param=param)
+            limit = rt.context_length - n
             if limit < 1:
                 raise invalid(f"This model's maximum context length is {rt.context_length} tokens; the prompt has "
-                              f"{len(self.prompt_ids)}.", param="messages" if self.chat else "prompt",
-                              code="context_length_exceeded")
+                              f"{n}.", param=param, code="context_length_exceeded")
+            kv_limit = rt.engine.kv_token_limit(n)
+            if kv_limit is not None:  # what one request may reserve of the KV cache budget, prompt included
+                if kv_limit - n < 1:
+                    most = (rt.engine.kv_token_limit(0) - 1) // 2
+                    raise invalid(f"This server's KV cache budget ({human(rt.engine.max_kv_bytes)}, --max_kv_memory) "
+                                  f"fits prompts of at most {most} tokens; the prompt has {n}.", param=param,
+                                  code="context_length_exceeded")
+                limit = min(limit, kv_limit - n)
             max_tokens = min(body.max_tokens or rt.opts.max_tokens, rt.opts.max_tokens, limit)
             stops = list(template.stop_words) + body.stops()
             self.stream = TextStream(rt.tokenizer, stops)
@@ -84,6 +98,9 @@ class Job:
                     for m in self.body.messages]
         try:
             prompt = template.render(messages, add_generation_prompt=True)
+        except TemplateFailed as err:  # an adapter's own template: too slow, too big, or refused
+            raise invalid(f"messages: the chat template {template.name!r} cannot render them: {err}",
+                          param="messages", code="template_error") from None
         except Exception as err:  # the template refused these messages (e.g. roles out of order)
             raise invalid(f"messages: the chat template {template.name!r} cannot render them: {err}",
                           param="messages") from None

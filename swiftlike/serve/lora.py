@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
+import queue
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +102,10 @@ def read_lora(path: Path, targets: Mapping[str, nn.Linear], *, dtype=None, devic
                                  f"the base layer is {base.in_features}->{base.out_features}: another base model")
         alpha = _pattern_value(cfg.get("alpha_pattern"), name, cfg.get("lora_alpha", 8))
         scaling = alpha / (r ** 0.5) if cfg.get("use_rslora") else alpha / r
+        # batched rows share matmuls: non-finite weights would spread NaN to other tenants' rows
+        if not (isinstance(scaling, (int, float)) and math.isfinite(scaling)) or \
+                not all(bool(torch.isfinite(t).all()) for t in p.values()):
+            raise SwiftlikeError(f"{path}: {name} has non-finite LoRA weights or scaling; the adapter is damaged")
         dt = dtype or base.weight.dtype
         dev = device or base.weight.device
         bias = p.get("bias")
@@ -137,13 +143,41 @@ class LoraBatch:
 
 
 class LoraContext:
-    """The LoraBatch of the forward pass in progress (one engine thread runs forwards), and the bank."""
+    """The LoraBatch of the forward pass in progress, and the bank.
+
+    One thread runs forwards (the engine's). It alone reads and writes the layers' stacked-weights caches: other
+    threads only queue the uids of adapters that left memory (`forget`), and that thread drops them (`purge`, also
+    run by every `use`) — no cache is shared between threads, so none needs a lock."""
 
     BANK_MAX_RANK = 256  # beyond this total rank, stacking every resident adapter costs more than it saves
 
     def __init__(self):
         self.batch: Optional[LoraBatch] = None
         self.bank: tuple = ()
+        self.layers: list = []  # the BatchedLoraLinear layers reading this context
+        self._forgotten: queue.SimpleQueue = queue.SimpleQueue()
+
+    def forget(self, uid: int) -> None:
+        """Any thread: adapter `uid` left memory; its stacked weights go at the forward thread's next purge."""
+        self._forgotten.put(uid)
+
+    @property
+    def pending(self) -> bool:
+        return not self._forgotten.empty()
+
+    def purge(self) -> None:
+        """The forward thread: drop the stacked weights of forgotten adapters."""
+        if self._forgotten.empty():
+            return
+        gone = set()
+        while True:
+            try:
+                gone.add(self._forgotten.get_nowait())
+            except queue.Empty:
+                break
+        if gone:
+            for layer in self.layers:
+                layer.forget(gone)
 
     def set_resident(self, adapters) -> None:
         """Called when the resident set changes (any thread: one attribute assignment)."""
@@ -152,6 +186,7 @@ class LoraContext:
 
     @contextlib.contextmanager
     def use(self, batch: Optional[LoraBatch]):
+        self.purge()
         self.batch = batch
         try:
             yield
@@ -169,7 +204,7 @@ class BatchedLoraLinear(nn.Module):
         self.base = base
         self.name = name
         self.ctx = ctx
-        self._cat: dict = {}
+        self._cat: dict = {}  # touched only by the thread running forwards (see LoraContext)
 
     @property
     def weight(self):  # code that reads `.weight` of a Linear (tying, dtype probes) keeps working
@@ -205,13 +240,18 @@ class BatchedLoraLinear(nn.Module):
         a_cat, b_t, table, bias_table, layout = cat
         # One pair of matmuls for all adapters: project on every adapter's A, zero (and scale) the columns of the
         # other adapters row by row, project back. Cost does not grow with the number of distinct adapters.
-        mask = batch.masks.get(layout)
-        if mask is None:  # layers with the same adapters, ranks and scalings share one mask per step
-            mask = batch.masks[layout] = table[batch.rows]
+        masks = batch.masks.get(layout)
+        if masks is None:  # layers with the same adapters, ranks and scalings share one mask per step
+            scale = table[batch.rows]
+            masks = batch.masks[layout] = (scale, (scale == 0)[:, None, :])
+        mask, other = masks
         x2 = x.reshape(-1, x.shape[-1])
         n = mask.shape[0]
         h = F.linear(x2, a_cat)
-        h.view(n, -1, h.shape[-1]).mul_(mask[:, None, :])
+        hv = h.view(n, -1, h.shape[-1])
+        hv.mul_(mask[:, None, :])
+        # 0 * inf is NaN: zero other adapters' columns outright, so one adapter's overflow stays in its own rows
+        hv.masked_fill_(other, 0.0)
         y.view(-1, y.shape[-1]).addmm_(h, b_t)  # y is this layer's fresh output: add in place
         if bias_table is not None:
             y.view(n, -1, y.shape[-1]).add_(bias_table[batch.rows][:, None, :])
@@ -250,6 +290,10 @@ class BatchedLoraLinear(nn.Module):
         self._cat[batch.key] = cat
         return cat
 
+    def forget(self, uids: set) -> None:
+        for key in [k for k in self._cat if uids.intersection(k)]:
+            del self._cat[key]
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
@@ -267,12 +311,5 @@ def wrap_linears(model: nn.Module, ctx: LoraContext) -> dict[str, BatchedLoraLin
         wrapper = BatchedLoraLinear(mod, name, ctx)
         setattr(parent, attr, wrapper)
         wrapped[name] = wrapper
+    ctx.layers.extend(wrapped.values())
     return wrapped
-
-
-def drop_cached(wrapped: Mapping[str, BatchedLoraLinear], uid: int) -> None:
-    """Forget concatenations that include adapter `uid` (called when it leaves memory, so it can be freed)."""
-    for w in wrapped.values():
-        for key in list(w._cat):  # list(dict) is one C call: safe while the engine thread inserts
-            if uid in key:
-                w._cat.pop(key, None)

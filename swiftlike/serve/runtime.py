@@ -3,16 +3,21 @@ adapter pool, the engine, tenants and limits."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..registry import SwiftlikeError
 from .arguments import ServeArguments
 from .auth import Auth
 from .engine import Engine
-from .lora import LoraContext, ResidentAdapter, drop_cached, lora_config, read_lora, wrap_linears
+from .http import answered_hosts
+from .limits import human, kv_budget, parse_size
+from .lora import LoraContext, ResidentAdapter, lora_config, read_lora, wrap_linears
 from .metrics import Metrics
 from .pool import AdapterPool
+from .render import TemplateRenderer
 
 
 def is_loopback(host: str) -> bool:
@@ -59,9 +64,15 @@ class Runtime:
         if self.auth.open and not is_loopback(opts.host):
             raise SwiftlikeError(f"--host {opts.host}: without --tenants the server has no keys, so it only listens "
                                  f"on loopback (127.0.0.1); give --tenants tenants.toml to serve other machines")
-        for flag in ("max_resident", "max_batch_size", "max_queue", "max_tokens"):
+        for flag in ("max_resident", "max_batch_size", "max_queue", "max_tokens", "max_connections"):
             if getattr(opts, flag) < 1:
                 raise SwiftlikeError(f"--{flag} must be at least 1")
+        for flag in ("template_timeout", "read_timeout"):
+            if not getattr(opts, flag) > 0:
+                raise SwiftlikeError(f"--{flag} must be more than 0 seconds")
+        self.max_body = parse_size(opts.max_body_size, "max_body_size")
+        self.hosts = answered_hosts(opts.host, opts.allowed_hosts, is_loopback(opts.host))
+        self.cors = frozenset(o.rstrip("/") for o in opts.cors_origins or [])
         if opts.num_threads:
             import torch
 
@@ -86,11 +97,20 @@ class Runtime:
         self._fingerprint = None
         self.metrics = Metrics()
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = next(model.parameters()).device
+        self.max_kv_bytes, self.kv_budget_source = kv_budget(opts.max_kv_memory, device)
         self.engine = Engine(model, self.ctx, max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
-                             pad_token_id=pad)
+                             pad_token_id=pad, max_kv_bytes=self.max_kv_bytes, context_length=self.context_length)
+        if self.engine.kv_token_limit(0) < 2:
+            raise SwiftlikeError(f"--max_kv_memory {opts.max_kv_memory}: {human(self.max_kv_bytes)} cannot hold even "
+                                 f"one token of KV cache ({self.engine.kv_bytes_per_token} bytes per token)")
         self.pool = AdapterPool(self.load_adapter, self.resolve_source, opts.max_resident,
-                                on_drop=lambda a: drop_cached(self.wrapped, a.uid),
+                                on_drop=lambda a: self.engine.forget_adapter(a.uid),
                                 on_change=self.ctx.set_resident)
+        # parsing, rendering and tokenising run here, off the event loop (a few threads: the tokenizer releases the
+        # GIL, and more would only queue behind it)
+        self.prep = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="swiftlike-prep")
+        self.renderer = TemplateRenderer(timeout=opts.template_timeout, max_chars=2 * self.max_body + (1 << 20))
         self.inflight = 0  # admitted requests not finished yet (waiting for an adapter, queued or running)
         self.max_inflight = opts.max_batch_size + opts.max_queue
         self.started = int(time.time())
@@ -128,13 +148,17 @@ class Runtime:
 
     def adapter_template(self, path: Path):
         """The template the adapter trained with (exactly as `swiftlike infer` picks it), else the base model's."""
-        from ..checkpoint import checkpoint_template
+        from ..checkpoint import checkpoint_template, read_manifest
         from ..templates import get_template
 
         spec, system = checkpoint_template(path, default=self.template.spec)
         if spec is self.template.spec:
             return self.template
-        return get_template(spec, self.tokenizer, system=system)
+        template = get_template(spec, self.tokenizer, system=system)
+        text = read_manifest(path).get("template_text")
+        if isinstance(text, str) and text:  # the adapter's own jinja: untrusted, rendered out of process
+            return IsolatedTemplate(template, self.renderer)
+        return template
 
     def load_adapter(self, name: str, version: int, path: Path) -> ResidentAdapter:
         """Read an adapter into memory (blocking; the pool calls it in a worker thread)."""
@@ -152,7 +176,9 @@ class Runtime:
         lines = [f"swiftlike serve: {self.base_name} ({self.resolved.origin}: {self.resolved.path}), template "
                  f"{self.template.name}, context {self.context_length}",
                  f"  adapters: {', '.join(self.pool.names()) or '(none yet)'}; max_resident {o.max_resident}, "
-                 f"max_batch_size {o.max_batch_size}, max_queue {o.max_queue}, max_tokens {o.max_tokens}"]
+                 f"max_batch_size {o.max_batch_size}, max_queue {o.max_queue}, max_tokens {o.max_tokens}",
+                 f"  KV cache budget {human(self.max_kv_bytes)} ({self.kv_budget_source}; "
+                 f"{self.engine.kv_bytes_per_token // 1024} KiB per token); bodies up to {human(self.max_body)}"]
         if self.auth.open:
             admin = "adapter admin needs the admin key" if self.auth.admin_sha256 else \
                 "so can adapter admin (POST/DELETE /v1/adapters)"
@@ -164,6 +190,11 @@ class Runtime:
         lines.append(f"  OpenAI API at http://{o.host}:{o.port}/v1")
         return "\n".join(lines)
 
+    def close(self) -> None:
+        """Stop what the runtime started besides the engine (render workers, prep threads)."""
+        self.renderer.close()
+        self.prep.shutdown(wait=False, cancel_futures=True)
+
     def warm_up(self) -> None:
         """One tiny forward, so the first request does not pay for lazy initialisation."""
         import torch
@@ -171,3 +202,21 @@ class Runtime:
         with torch.inference_mode():
             ids = torch.tensor([[self.engine.pad_token_id]], device=self.engine.device)
             self.model(input_ids=ids, use_cache=False)
+
+
+class IsolatedTemplate:
+    """A Template whose jinja came with an adapter: rendered by the worker processes (time and size limits)."""
+
+    def __init__(self, template, renderer: TemplateRenderer):
+        self.template = template
+        self.renderer = renderer
+
+    def __getattr__(self, name):  # name, spec, stop words and ids: the wrapped template's
+        return getattr(self.template, name)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        t = self.template
+        # the context Template.render builds, as plain data for the worker
+        context = {**t.special_tokens(), **t.render_kwargs, "messages": t.prepare_messages(messages),
+                   "add_generation_prompt": add_generation_prompt, "tools": None}
+        return self.renderer.render(t.source, context)

@@ -1,7 +1,17 @@
-"""Next-token choice per row: greedy, or temperature/top-p sampling from the row's own seeded generator."""
+"""Next-token choice per row: greedy, or temperature/top-p sampling from the row's own seeded generator.
+
+Rows are independent: a row whose logits are not finite (a broken adapter) or whose sampling fails gets an exception
+in its place in the result, and its neighbours their tokens.
+"""
 from __future__ import annotations
 
 import torch
+
+MIN_TEMPERATURE = 1e-5  # below this, sampling is greedy (dividing by it would overflow to inf)
+
+
+class NonFiniteLogits(ArithmeticError):
+    pass
 
 
 def _penalise(row: torch.Tensor, req) -> torch.Tensor:
@@ -14,22 +24,41 @@ def _penalise(row: torch.Tensor, req) -> torch.Tensor:
     return row
 
 
-def next_tokens(logits: torch.Tensor, reqs: list) -> list[int]:
-    """logits [n, vocab] (float32), one request per row."""
-    if all(r.temperature <= 0 and not (r.presence_penalty or r.frequency_penalty) for r in reqs):
+def _greedy(req) -> bool:
+    return not req.temperature or req.temperature < MIN_TEMPERATURE
+
+
+def _sample(row: torch.Tensor, req) -> int:
+    row = _penalise(row, req)
+    top = row.max()
+    if not torch.isfinite(top):  # +inf, or only NaN/-inf left after the penalties
+        raise NonFiniteLogits("the model produced no finite logits for this request")
+    if _greedy(req):
+        return int(row.argmax())
+    scaled = row / req.temperature
+    if not torch.isfinite(scaled.max()):  # overflowed: the limit of sampling as the temperature falls is greedy
+        return int(row.argmax())
+    probs = torch.softmax(scaled, dim=-1)
+    if req.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least the most likely token)
+        drop = sorted_p.cumsum(0) - sorted_p >= req.top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+    return int(torch.multinomial(probs, 1, generator=req.generator))
+
+
+def next_tokens(logits: torch.Tensor, reqs: list) -> list:
+    """logits [n, vocab] (float32), one request per row -> per row a token id, or the exception that row raised."""
+    finite = ~torch.isnan(logits).any(-1) & torch.isfinite(logits.max(-1).values)
+    if bool(finite.all()) and all(_greedy(r) and not (r.presence_penalty or r.frequency_penalty) for r in reqs):
         return logits.argmax(-1).tolist()  # what HF generate does for greedy search
     out = []
-    for row, req in zip(logits, reqs):
-        row = _penalise(row, req)
-        if req.temperature <= 0:
-            out.append(int(row.argmax()))
-            continue
-        probs = torch.softmax(row / req.temperature, dim=-1)
-        if req.top_p < 1.0:
-            sorted_p, order = probs.sort(descending=True)
-            # keep the smallest prefix whose mass reaches top_p (always at least the most likely token)
-            drop = sorted_p.cumsum(0) - sorted_p >= req.top_p
-            sorted_p[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-        out.append(int(torch.multinomial(probs, 1, generator=req.generator)))
+    for row, ok, req in zip(logits, finite.tolist(), reqs):
+        try:
+            if not ok:
+                raise NonFiniteLogits("the model produced non-finite logits for this request")
+            out.append(_sample(row, req))
+        except Exception as err:  # this row only
+            out.append(err)
     return out
