@@ -22,6 +22,7 @@ class ExportArguments(ModelArguments):
                                   aliases=["adapters"])
     to: Optional[str] = arg(None, "DIR, or HUB:ORG/NAME[@BRANCH] (hf:, ms:, local: or a plugin's hub).")
     merge_lora: bool = arg(False, "Merge the adapter into its base first and export the merged model.")
+    overwrite: bool = arg(False, "With --merge_lora: replace an existing merged directory.")
     private: bool = arg(False, "Create the hub repo private.")
     message: Optional[str] = arg(None, "Commit message of the push.")
     hub_root: Optional[str] = arg(None, "Root of the local: hub (default: $SWIFTLIKE_LOCAL_HUB).")

@@ -173,7 +173,8 @@ def export(**kwargs):
     if not args.ckpt_dir or not args.to:
         raise SwiftlikeError("export needs --ckpt_dir DIR_OR_NAME_OR_REF and --to DIR_OR_HUB_REF")
     check_target(args.to)
-    src = do_merge(args.ckpt_dir, options=args.model_arguments()) if args.merge_lora else args.ckpt_dir
+    src = do_merge(args.ckpt_dir, overwrite=args.overwrite, options=args.model_arguments()) if args.merge_lora \
+        else args.ckpt_dir
     where = run(src, args.to, private=args.private, message=args.message, hub_root=args.hub_root)
     click.echo(f"exported {src} -> {where}")
 

@@ -30,14 +30,13 @@ def is_loopback(host: str) -> bool:
 
 
 def resolve_source(source: str, base=None) -> Path:
-    """A local adapter dir, an installed adapter name or a hub reference; `base` (the base model dir) lets the
-    resolver refuse a wrong base before installing anything."""
+    """A local adapter dir, an installed adapter name or a hub reference, always through the marketplace's resolver
+    (a directory inside the adapter store gets its seal checked like a name); `base` (the base model dir) lets it
+    refuse a wrong base before installing anything."""
     from ..adapters import resolve
 
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path.resolve()
-    return Path(resolve(source, base=str(base) if base is not None else None))
+    return Path(resolve(str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source,
+                        base=str(base) if base is not None else None)).resolve()
 
 
 def parse_adapter_arg(text: str) -> tuple[str, str]:
