@@ -10,8 +10,12 @@ __version__ = "0.1.0"
 
 # Heavy APIs are imported on first use so `import swiftlike` (and `swiftlike --help`) stays fast.
 _LAZY = {
-    "sft": "swiftlike.train.sft",
+    "sft": "swiftlike.stages",
+    "pt": "swiftlike.stages",
+    "rlhf": "swiftlike.stages",
     "SftArguments": "swiftlike.train.arguments",
+    "PtArguments": "swiftlike.train.arguments",
+    "RlhfArguments": "swiftlike.train.rlhf.arguments",
     "InferArguments": "swiftlike.infer",
     "load_checkpoint": "swiftlike.infer",
     "merge_lora": "swiftlike.merge",

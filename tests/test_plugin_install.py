@@ -82,7 +82,10 @@ def test_index_install_verifies_sha256(venv, plugins):
     plugins_json = json.loads(_run([venv["python"], "-m", "swiftlike", "plugins", "list", "--json"],
                                    env=venv["env"]).stdout)
     hello = next(p for p in plugins_json if p["name"] == "swiftlike-hello")
-    assert hello["version"] == "0.2.0" and hello["registers"] == {"models": 1, "templates": 1}
+    assert hello["version"] == "0.2.0" and hello["registers"] == {"models": 1, "templates": 1, "rewards": 1}
+    rewards = json.loads(_run([venv["python"], "-m", "swiftlike", "rewards", "list", "--json"], env=venv["env"]).stdout)
+    polite = next(r for r in rewards if r["name"] == "hello-polite")
+    assert polite["plugin"] == "swiftlike-hello" and polite["func"] == "swiftlike_hello:polite"
 
 
 def test_cli_install_raw_requirement_and_broken_plugin(venv):

@@ -1,4 +1,4 @@
-"""`swiftlike models|templates|datasets|tuners|hubs|plugins list/show`: read-only views of the registry (no torch
+"""`swiftlike models|templates|datasets|tuners|rewards|hubs|plugins list/show`: read-only views of the registry (no torch
 import)."""
 from __future__ import annotations
 
@@ -127,6 +127,8 @@ def _simple_group(kind: str, summary: str, columns: list[str]):
 
 tuners = _simple_group("tuners", "Training methods (--train_type): LoRA, QLoRA, DoRA, full, freeze and plugins'.",
                        ["name", "summary", "requires_peft", "plugin"])
+rewards = _simple_group("rewards", "Reward functions for GRPO (--reward_funcs): accuracy, format, length and plugins'.",
+                        ["name", "summary", "plugin"])
 hubs = _simple_group("hubs", "Where models, datasets and adapters are downloaded from and pushed to (HUB:ORG/NAME).",
                      ["name", "summary", "plugin"])
 
@@ -169,4 +171,4 @@ def plugins_list(as_json):
     echo_table(rows, ["name", "version", "hooks", "registers"])
 
 
-GROUPS = [models, templates, datasets, tuners, hubs, plugins]
+GROUPS = [models, templates, datasets, tuners, rewards, hubs, plugins]

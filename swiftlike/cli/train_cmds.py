@@ -1,4 +1,5 @@
-"""`swiftlike sft | infer | merge-lora | export` (ms-swift's command lines run with `swiftlike` for `swift`)."""
+"""`swiftlike sft | pt | rlhf | infer | merge-lora | export` (ms-swift's command lines run with `swiftlike` for
+`swift`)."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,10 @@ import click
 from ..export import ExportArguments
 from ..infer import InferArguments
 from ..merge import MergeArguments
-from ..train.arguments import IGNORED_FLAGS, SftArguments
+from ..train.arguments import IGNORED_FLAGS, PtArguments, SftArguments
+from ..train.rlhf.arguments import RLHF_TYPES, RlhfArguments
 from .quickstart import QUICK_START
 from .options import build, command_for, fields_of, ignored_given, options_from, warn_ignored
-
 
 
 def _given(ctx, kwargs: dict, cls) -> dict:
@@ -47,32 +48,65 @@ Every option also takes its ms-swift spelling (--sft_type, --tuner_type, --templ
 [key=value ...]` reads a config file (swiftlike's or ms-swift's option names, a run's args.json, or a LLaMA-Factory
 training YAML, as `llamafactory-cli train run.yaml`); flags given on the command line override it."""
 
+PT_HELP = """Continued pretraining on raw text: every token carries loss; documents (`text` rows, .txt lines) end
+with the end-of-sequence token and are packed into --max_length blocks, each attending only to itself.
 
-@command_for(SftArguments, "sft", short_help="Supervised fine-tuning (LoRA, QLoRA, DoRA, full, freeze).",
-             help=SFT_HELP)
-@click.argument("config_args", nargs=-1, metavar="[CONFIG.yaml|json] [KEY=VALUE]...")
-@click.option("--config", "config", help="A YAML/JSON file of options (swiftlike's or ms-swift's names, a run's "
-              "args.json, or a LLaMA-Factory training YAML); flags given here override it.")
-@options_from(SftArguments, ignored=IGNORED_FLAGS)
-@click.pass_context
-def sft(ctx, config_args, config, **kwargs):
-    nproc = int(os.environ.get("NPROC_PER_NODE") or 1)
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
-        # ms-swift's launcher convention: re-run this command under torchrun, one process per device
-        import subprocess
+\b
+  swiftlike pt --model_type smollm2-135m-instruct --dataset corpus.txt --max_length 1024
 
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               f"--master_port={os.environ.get('MASTER_PORT', '29500')}", "-m", "swiftlike", *sys.argv[1:]]
-        raise SystemExit(subprocess.call(cmd))
-    from ..train.config_files import merge_arguments
-    from ..train.sft import sft as run
+Takes every model, data, tuner and trainer option of sft, and config files the same way."""
 
-    config, overrides = _split_config_args(config_args, config)
-    args, ignored = merge_arguments(SftArguments, config=config, overrides=overrides,
-                                    cli=_given(ctx, kwargs, SftArguments), stage="sft")
-    warn_ignored(sorted(set(ignored) | set(ignored_given(kwargs))))
-    run(args)
-    _skip_final_collection()
+RLHF_HELP = """Preference and RL training on TRL: --rlhf_type dpo | kto | orpo | simpo | cpo | rm | ppo | grpo.
+
+\b
+  swiftlike rlhf --rlhf_type dpo --model_type smollm2-135m-instruct --dataset pairs.jsonl
+  swiftlike rlhf --rlhf_type dpo --adapters output/…/checkpoint-50 --dataset pairs.jsonl   # sft -> dpo
+  swiftlike rlhf --rlhf_type rm --model_type … --dataset pairs.jsonl                       # a reward model
+  swiftlike rlhf --rlhf_type grpo --reward_funcs accuracy format --dataset prompts.jsonl
+
+Preference rows: ms-swift `messages` + `rejected_response`, TRL `prompt`/`chosen`/`rejected`, LLaMA-Factory
+`conversations` + `chosen` + `rejected`; KTO rows carry a boolean `label`; GRPO/PPO take prompts (with an optional
+`solution`). Takes every model, data, tuner and trainer option of sft, and config files the same way (also
+LLaMA-Factory's dpo/kto/rm/ppo YAML)."""
+
+
+def _training_command(name: str, cls, run_name: str, *, help: str, short_help: str, stages: tuple):
+    """`swiftlike NAME [CONFIG] [KEY=VALUE] --options`: one command per stage, all with config files."""
+
+    @command_for(cls, name, short_help=short_help, help=help)
+    @click.argument("config_args", nargs=-1, metavar="[CONFIG.yaml|json] [KEY=VALUE]...")
+    @click.option("--config", "config", help="A YAML/JSON file of options (swiftlike's or ms-swift's names, a "
+                  "run's args.json, or a LLaMA-Factory training YAML); flags given here override it.")
+    @options_from(cls, ignored=IGNORED_FLAGS)
+    @click.pass_context
+    def command(ctx, config_args, config, **kwargs):
+        nproc = int(os.environ.get("NPROC_PER_NODE") or 1)
+        if nproc > 1 and "LOCAL_RANK" not in os.environ:
+            # ms-swift's launcher convention: re-run this command under torchrun, one process per device
+            import subprocess
+
+            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                   f"--master_port={os.environ.get('MASTER_PORT', '29500')}", "-m", "swiftlike", *sys.argv[1:]]
+            raise SystemExit(subprocess.call(cmd))
+        from .. import stages as stage_functions
+        from ..train.config_files import merge_arguments
+
+        config, overrides = _split_config_args(config_args, config)
+        args, ignored = merge_arguments(cls, config=config, overrides=overrides, cli=_given(ctx, kwargs, cls),
+                                        stage=stages)
+        warn_ignored(sorted(set(ignored) | set(ignored_given(kwargs))))
+        getattr(stage_functions, run_name)(args)
+        _skip_final_collection()
+
+    return command
+
+
+sft = _training_command("sft", SftArguments, "sft", help=SFT_HELP, stages=("sft",),
+                        short_help="Supervised fine-tuning (LoRA, QLoRA, DoRA, full, freeze).")
+pt = _training_command("pt", PtArguments, "pt", help=PT_HELP, stages=("pt",),
+                       short_help="Continued pretraining on raw text.")
+rlhf = _training_command("rlhf", RlhfArguments, "rlhf", help=RLHF_HELP, stages=RLHF_TYPES,
+                         short_help="DPO, KTO, ORPO, SimPO, CPO, reward models, PPO, GRPO.")
 
 
 def _skip_final_collection() -> None:
@@ -179,4 +213,4 @@ def export(**kwargs):
     click.echo(f"exported {src} -> {where}")
 
 
-COMMANDS = [sft, infer, merge_lora, export]
+COMMANDS = [sft, pt, rlhf, infer, merge_lora, export]

@@ -6,6 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
+from . import preference
 from .errors import DatasetError, Problem
 from .formats import (FORMATS, RowError, detect_format, format_keys, normalize_format, rename_columns,
                       sharegpt_roles, to_messages)
@@ -25,12 +26,15 @@ class DatasetSplits:
 
 
 def convert_records(records: Iterable[Record], fmt: Optional[str] = None, columns: Optional[dict] = None,
-                    roles: Optional[dict] = None, *, prompts: bool = False):
+                    roles: Optional[dict] = None, *, prompts: bool = False, kind: str = "sft"):
     """Canonical rows and problems for the records of ONE file; its format is fixed by its first valid row.
 
     With prompts=True the rows are prompts for inference: `{"messages", "response", "location", "tools"?}`, where
-    a last assistant turn is the reference `response` and the prompt ends with a user (or tool) turn.
+    a last assistant turn is the reference `response` and the prompt ends with a user (or tool) turn. Other kinds
+    (preference, kto, text, rl: the other training stages) are read by swiftlike.data.preference, row by row.
     """
+    if kind in preference.KINDS:
+        return _convert_kind(records, columns, roles, kind)
     rows, problems = [], []
     given = normalize_format(fmt)
     if roles:
@@ -78,8 +82,29 @@ def convert_records(records: Iterable[Record], fmt: Optional[str] = None, column
     return rows, problems
 
 
+def _convert_kind(records, columns, roles, kind):
+    rows, problems, wrong_kind = [], [], 0
+    if roles:
+        sharegpt_roles(roles)
+    for rec in records:
+        if rec.row is None:
+            problems.append(Problem(rec.location, rec.error))
+            continue
+        try:
+            row = preference.convert(rename_columns(rec.row, columns), kind, roles)
+        except RowError as err:
+            problems.append(Problem(rec.location, str(err)))
+            wrong_kind += isinstance(err, preference.WrongKind)
+            continue
+        rows.append({**row, "location": rec.location})
+    if problems and not rows and wrong_kind == len(problems):
+        more = f" (and its {len(problems) - 1} other rows)" if len(problems) > 1 else ""
+        raise DatasetError(f"{problems[0]}{more}", problems)
+    return rows, problems
+
+
 def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dict] = None, *,
-                prompts: bool = False):
+                prompts: bool = False, kind: str = "sft"):
     """All rows of a resolved source; `fmt` / `columns` from the caller override the registry's."""
     fmt = fmt or source.format
     columns = {**(source.columns or {}), **(columns or {})}
@@ -87,10 +112,11 @@ def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dic
         records = [Record(f"{source.name}[#{i}]", r) if isinstance(r, dict)
                    else Record(f"{source.name}[#{i}]", None, f"expected an object, got {type(r).__name__}")
                    for i, r in enumerate(source.loader())]
-        return convert_records(records, fmt, columns, source.roles, prompts=prompts)
+        return convert_records(records, fmt, columns, source.roles, prompts=prompts, kind=kind)
     rows, problems = [], []
     for path in source.files:
-        file_rows, file_problems = convert_records(read_file(path), fmt, columns, source.roles, prompts=prompts)
+        file_rows, file_problems = convert_records(read_file(path), fmt, columns, source.roles, prompts=prompts,
+                                                   kind=kind)
         rows += file_rows
         problems += file_problems
     return rows, problems
@@ -110,12 +136,12 @@ def sample_rows(rows: list, n: int, rng: random.Random, keep_order: bool = False
 
 
 def _read(text: str, *, seed: int, format, columns, hub, cache_dir, split: str = "train", dataset_info=None,
-          prompts: bool = False, **loader_kwargs):
+          prompts: bool = False, kind: str = "sft", **loader_kwargs):
     """(rows, problems, good rows read before `#N` sampling) for one dataset argument."""
     ref = parse_dataset(text)
     source = resolve(ref, hub=hub, cache_dir=cache_dir, split=split, loader_kwargs=loader_kwargs,
                      dataset_info=dataset_info)
-    rows, problems = read_source(source, format, columns, prompts=prompts)
+    rows, problems = read_source(source, format, columns, prompts=prompts, kind=kind)
     read = len(rows)
     n = ref.n if ref.n is not None else source.n
     if n is not None:
@@ -150,16 +176,17 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
                  split_dataset_ratio: float = 0.0, seed: int = 42, shuffle: bool = True,
                  format: Optional[str] = None, columns: Optional[dict] = None, skip_bad_rows: bool = False,
                  model_name=None, model_author=None, hub: Optional[str] = None, cache_dir=None,
-                 dataset_info: Optional[dict] = None) -> DatasetSplits:
+                 dataset_info: Optional[dict] = None, kind: str = "sft") -> DatasetSplits:
     """Train (and val) rows from dataset arguments, checked before any training starts.
 
     Several datasets are concatenated then shuffled with `seed`. Without `val_dataset`, `split_dataset_ratio`
     splits val off the train rows. Bad rows raise one DatasetError listing them, or are skipped (counted in
     `.skipped`, logged once) with skip_bad_rows=True, unless they are more than half of the rows read.
-    `dataset_info` (read_dataset_info) defines names that resolve before the registry's.
+    `dataset_info` (read_dataset_info) defines names that resolve before the registry's. `kind`: sft rows, or
+    the rows of another stage (preference, kto, text, rl: see swiftlike.data.preference).
     """
     opts = dict(seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir, dataset_info=dataset_info,
-                model_name=model_name, model_author=model_author)
+                model_name=model_name, model_author=model_author, kind=kind)
     problems: list[Problem] = []
     good = 0
 

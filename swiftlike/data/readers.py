@@ -15,6 +15,9 @@ from typing import Iterator, NamedTuple, Optional
 from .errors import DatasetError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+# Plain text (pretraining): one row {"text": line} per non-empty line, as HF datasets' "text" loader reads it. A
+# directory's .txt files are its data only when it holds no structured data files.
+TEXT_SUFFIXES = (".txt",)
 # Metadata that hub snapshots carry next to the data (HF `datasets`, ModelScope).
 METADATA_FILES = {"dataset_info.json", "dataset_infos.json", "dataset_dict.json", "state.json",
                   "configuration.json", "dataset_infos.jsonl", "README.json"}
@@ -40,8 +43,17 @@ def read_file(path: Path) -> Iterator[Record]:
         yield from _read_csv(path)
     elif suffix == ".parquet":
         yield from _read_parquet(path)
+    elif suffix in TEXT_SUFFIXES:
+        yield from _read_text(path)
     else:
-        raise DatasetError(f"{path}: unsupported file type {suffix!r}; use one of {', '.join(DATA_SUFFIXES)}")
+        raise DatasetError(f"{path}: unsupported file type {suffix!r}; use one of "
+                           f"{', '.join(DATA_SUFFIXES + TEXT_SUFFIXES)}")
+
+
+def _read_text(path: Path) -> Iterator[Record]:
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if line.strip():
+            yield Record(f"{path}:{lineno}", {"text": line})
 
 
 def _read_jsonl(path: Path, text: str | None = None) -> Iterator[Record]:
@@ -124,9 +136,10 @@ def data_files(root: Path, split: str | None = "train") -> list[Path]:
     root = Path(root)
     if root.is_file():
         return [root]
-    files = sorted(p for p in root.rglob("*")
-                   if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and p.name not in METADATA_FILES
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    candidates = [p for p in root.rglob("*") if p.is_file() and p.name not in METADATA_FILES
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    files = sorted(p for p in candidates if p.suffix.lower() in DATA_SUFFIXES) \
+        or sorted(p for p in candidates if p.suffix.lower() in TEXT_SUFFIXES)
     if split:
         def marks(p):
             return {m.group(1) for m in _ANY_SPLIT.finditer(str(p.relative_to(root)).lower())}

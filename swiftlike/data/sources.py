@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from ..registry import DatasetSpec, SwiftlikeError, UnknownNameError, get_registry, resolve_callable
 from .errors import DatasetError
 from .formats import sharegpt_roles
-from .readers import DATA_SUFFIXES, data_files
+from .readers import DATA_SUFFIXES, TEXT_SUFFIXES, data_files
 
 HUB_PREFIXES = {"hf": "hf", "huggingface": "hf", "ms": "ms", "modelscope": "ms"}
 _HUB_ID = re.compile(r"[\w.\-]+/[\w.\-]+")
@@ -63,7 +63,7 @@ def _exists(path: str) -> bool:
 
 def _looks_like_path(text: str) -> bool:
     return ("\\" in text or text.startswith(("/", "./", "../", "~")) or bool(re.match(r"[A-Za-z]:[\\/]", text))
-            or text.lower().endswith(DATA_SUFFIXES))
+            or text.lower().endswith(DATA_SUFFIXES + TEXT_SUFFIXES))
 
 
 def parse_dataset(text: str) -> DatasetRef:

@@ -71,15 +71,16 @@ def load_tokenizer(path, trust_remote_code: bool = False):
 def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, hub=None, revision=None,
                          cache_dir=None, torch_dtype=None, model_kwargs=None, load_model=True, quant_bits=0,
                          quant_type="nf4", double_quant=True, trust_remote_code=False, attn_implementation="sdpa",
-                         device_map=None, resolved: ResolvedModel | None = None, tokenizer=None):
-    """(model, tokenizer); pass `tokenizer` when it is already loaded (it is returned as is)."""
+                         device_map=None, resolved: ResolvedModel | None = None, tokenizer=None, task="causal_lm"):
+    """(model, tokenizer); pass `tokenizer` when it is already loaded (it is returned as is). task: causal_lm, or
+    reward (one score per sequence: a sequence-classification head with one output, as reward models have)."""
     resolved = resolved or resolve_model(model_type, model, hub=hub, revision=revision, cache_dir=cache_dir,
                                          model_cache_dir=model_cache_dir)
     if tokenizer is None:
         tokenizer = load_tokenizer(resolved.path, trust_remote_code)
     if not load_model:
         return None, tokenizer
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     dtype = pick_dtype(torch_dtype) if not hasattr(torch_dtype, "is_floating_point") else torch_dtype
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, attn_implementation=attn_implementation)
@@ -87,13 +88,20 @@ def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, h
         kwargs["quantization_config"] = bnb_config(quant_bits, quant_type, double_quant, dtype)
     if device_map:
         kwargs["device_map"] = device_map
+    if task == "reward":
+        kwargs["num_labels"] = 1
+    elif task != "causal_lm":
+        raise SwiftlikeError(f"unknown model task {task!r}: causal_lm or reward")
     kwargs.update(model_kwargs or {})
+    auto = AutoModelForSequenceClassification if task == "reward" else AutoModelForCausalLM
     try:
         with quiet_progress():
-            model_obj = AutoModelForCausalLM.from_pretrained(resolved.path, **kwargs)
+            model_obj = auto.from_pretrained(resolved.path, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
             raise SwiftlikeError(f"{resolved.path} ships its own modelling code; re-run with --trust_remote_code "
                                  f"if you trust it") from None
         raise
+    if task == "reward" and model_obj.config.pad_token_id is None:
+        model_obj.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last non-pad token
     return model_obj, tokenizer

@@ -3,12 +3,12 @@ from .core import Registry, get_registry, reset_registry
 from .errors import ConflictError, SwiftlikeError, UnknownNameError
 from .hookspecs import hookimpl
 from .loader import get_plugin_manager, reset_plugin_manager
-from .specs import (AdapterSpec, DatasetSpec, HubSpec, ModelSpec, PluginPackSpec, TemplateSpec, TunerSpec,
-                    resolve_callable)
+from .specs import (AdapterSpec, DatasetSpec, HubSpec, ModelSpec, PluginPackSpec, RewardSpec, TemplateSpec,
+                    TunerSpec, resolve_callable)
 
 __all__ = [
     "Registry", "get_registry", "reset_registry", "get_plugin_manager", "reset_plugin_manager", "hookimpl",
     "SwiftlikeError", "UnknownNameError", "ConflictError",
-    "ModelSpec", "TemplateSpec", "DatasetSpec", "TunerSpec", "HubSpec", "AdapterSpec", "PluginPackSpec",
+    "ModelSpec", "TemplateSpec", "DatasetSpec", "TunerSpec", "HubSpec", "AdapterSpec", "RewardSpec", "PluginPackSpec",
     "resolve_callable",
 ]

@@ -12,6 +12,7 @@ HOOK_FOR_KIND = {
     "tuners": "register_tuners",
     "hubs": "register_hubs",
     "adapters": "register_adapters",
+    "rewards": "register_rewards",
     "plugins": "register_plugin_index",
 }
 
@@ -49,6 +50,7 @@ class Registry:
     tuners = property(lambda self: self.tables["tuners"])
     hubs = property(lambda self: self.tables["hubs"])
     adapters = property(lambda self: self.tables["adapters"])
+    rewards = property(lambda self: self.tables["rewards"])
     plugin_index = property(lambda self: self.tables["plugins"])
 
     def get(self, kind: str, name: str):

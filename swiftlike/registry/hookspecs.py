@@ -36,6 +36,11 @@ def register_adapters(register):
 
 
 @hookspec
+def register_rewards(register):
+    """register(name, func=callable(completions, **columns) -> list[float], summary=...) — GRPO reward functions."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the `swiftlike` group: `@cli.command()`."""
 

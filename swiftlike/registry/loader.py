@@ -19,6 +19,7 @@ BUILTIN_PLUGINS = (
     "swiftlike.plugins.catalog:builtin_catalog",
     "swiftlike.plugins.tuners",
     "swiftlike.plugins.hubs",
+    "swiftlike.plugins.rewards",
 )
 
 _reported: set[str] = set()

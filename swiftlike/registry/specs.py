@@ -117,6 +117,14 @@ class AdapterSpec(Spec):
 
 
 @dataclass
+class RewardSpec(Spec):
+    """A reward function for RL stages (GRPO, PPO scoring): `func(completions, **row_columns) -> list[float]`, one
+    score per completion; TRL's reward-function signature."""
+    func: Optional[Union[str, Callable]] = None
+    summary: Optional[str] = None
+
+
+@dataclass
 class PluginPackSpec(Spec):
     """`[plugins.NAME]`: the plugin-pack marketplace index."""
     pip: Optional[str] = None
@@ -132,6 +140,7 @@ KINDS: dict[str, type] = {
     "tuners": TunerSpec,
     "hubs": HubSpec,
     "adapters": AdapterSpec,
+    "rewards": RewardSpec,
     "plugins": PluginPackSpec,
 }
 

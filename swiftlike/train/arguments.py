@@ -36,6 +36,9 @@ class TrainArguments(ModelArguments):
     # tuner
     train_type: str = arg("lora", "lora, qlora, dora, full, freeze, or a plugin's tuner.",
                           aliases=["sft_type", "tuner_type"])
+    adapters: list = arg([], "Continue training these LoRA adapters (a checkpoint, an installed adapter's name or a "
+                         "hub ref) instead of new ones: e.g. sft, then dpo on the same adapter.",
+                         aliases=["resume_from_adapter"])
     lora_rank: int = arg(8, "LoRA rank.", aliases=["lora_r"])
     lora_alpha: int = arg(32, "LoRA alpha.")
     lora_dropout: float = arg(0.05, "LoRA dropout.", aliases=["lora_dropout_p"])
@@ -107,6 +110,15 @@ class TrainArguments(ModelArguments):
 class SftArguments(TrainArguments):
     loss_scale: str = arg("default", "Which tokens carry loss: default (every assistant turn), last_round, all.",
                           aliases=["loss_mode"])
+
+
+@dataclass
+class PtArguments(TrainArguments):
+    """Continued pretraining: raw text, loss on every token; documents packed into --max_length blocks."""
+    packing: bool = arg(True, "Pack documents into --max_length blocks (each keeps its own positions and attends "
+                        "only to itself); false: one document per sample, cut by --truncation_strategy.")
+    truncation_strategy: str = arg("right", "Documents longer than --max_length: right (cut the end, default), "
+                                   "left (cut the start), delete (drop and count), split (into several blocks).")
 
 
 # ms-swift / HF Trainer flags that only tune things swiftlike decides itself (logging, progress bars, data-loading

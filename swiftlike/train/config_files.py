@@ -48,16 +48,18 @@ def read_config(path) -> dict:
     return data
 
 
-def config_values(cls, data: dict, *, source: str, stage: str) -> tuple[dict, list[str]]:
-    """({field: value}, ignored option names) for the keys of a config mapping."""
+def config_values(cls, data: dict, *, source: str, stages) -> tuple[dict, list[str]]:
+    """({field: value}, ignored option names) for the keys of a config mapping; `stages`: the stage names the
+    command trains (sft; pt; the rlhf types)."""
     from .llamafactory import is_llamafactory, translate
 
+    stages = (stages,) if isinstance(stages, str) else tuple(stages)
     if is_llamafactory(data):
-        data, ignored = translate(data, source=source, stage=stage)
+        data, ignored = translate(data, source=source, stages=stages)
     else:
         ignored = []
-        if data.get("stage") not in (None, stage):
-            raise SwiftlikeError(f"{source}: stage {data['stage']!r}; this command trains stage {stage!r}")
+        if data.get("stage") not in (None, *stages):
+            raise SwiftlikeError(f"{source}: stage {data['stage']!r}; this command trains {', '.join(stages)}")
     return _by_field(cls, data, source, ignored)
 
 
@@ -153,12 +155,13 @@ def coerce(field, value, where: str):
     return value
 
 
-def merge_arguments(cls, *, config=None, overrides=(), cli: dict | None = None, stage: str):
+def merge_arguments(cls, *, config=None, overrides=(), cli: dict | None = None, stage="sft"):
     """An arguments instance from a config file, `key=value` overrides and command-line values, later winning.
     Returns (instance, ignored option names)."""
     data = read_config(config) if config else {}
     # key=value overrides join the file's mapping (later keys win), so they take the file's dialect
     data.update(parse_overrides(overrides))
-    values, ignored = config_values(cls, data, source=str(config or "command line"), stage=stage) if data else ({}, [])
+    values, ignored = config_values(cls, data, source=str(config or "command line"), stages=stage) if data \
+        else ({}, [])
     values.update(cli or {})
     return cls(**values), sorted(set(ignored))

@@ -79,17 +79,15 @@ class PackedLinearFunction(torch.autograd.Function):
     """y = x W^T + b for a frozen W through its packed copies; only the input gets a gradient."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, w_packed, wt_packed):
-        ctx.wt_packed, ctx.shape = wt_packed, x.shape
-        x2 = x.reshape(-1, x.shape[-1])
-        y = torch.ops.mkldnn._linear_pointwise(x2, w_packed, bias, "none", [], "")
-        return y.view(*x.shape[:-1], y.shape[-1])
+    def forward(ctx, x2, weight, bias, w_packed, wt_packed):
+        # 2-D in and out (the caller reshapes): see LoraLinearFunction
+        ctx.wt_packed = wt_packed
+        return torch.ops.mkldnn._linear_pointwise(x2, w_packed, bias, "none", [], "")
 
     @staticmethod
     def backward(ctx, dy):
-        dy2 = dy.reshape(-1, dy.shape[-1])
-        dx = torch.ops.mkldnn._linear_pointwise(dy2, ctx.wt_packed, None, "none", [], "")
-        return dx.view(ctx.shape), None, None, None, None
+        dx = torch.ops.mkldnn._linear_pointwise(dy, ctx.wt_packed, None, "none", [], "")
+        return dx, None, None, None, None
 
 
 def _packed_linear_forward(self, x):
@@ -97,7 +95,8 @@ def _packed_linear_forward(self, x):
     if (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not w.requires_grad
             and (self.bias is None or not self.bias.requires_grad) and not torch.is_autocast_enabled("cpu")):
         w_packed, wt_packed = packed(self, w)
-        return PackedLinearFunction.apply(x, w, self.bias, w_packed, wt_packed)
+        y = PackedLinearFunction.apply(x.reshape(-1, x.shape[-1]), w, self.bias, w_packed, wt_packed)
+        return y.view(*x.shape[:-1], y.shape[-1])
     return type(self).forward(self, x)
 
 

@@ -24,9 +24,9 @@ class LoraLinearFunction(torch.autograd.Function):
     Dropout draws its mask exactly as `nn.Dropout` does (same RNG stream), so a seeded run matches PEFT's."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, lora_a, lora_b, scaling, dropout_p, packed=None):
-        shape = x.shape
-        x2 = x.reshape(-1, shape[-1])
+    def forward(ctx, x2, weight, bias, lora_a, lora_b, scaling, dropout_p, packed=None):
+        # 2-D in and out: the caller reshapes outside, so the output is no view made inside a custom Function
+        # (which autograd would forbid modifying in place, as RL trainers do with logits)
         keep = None
         if dropout_p > 0:
             noise = torch.empty_like(x2).bernoulli_(1 - dropout_p)
@@ -41,14 +41,13 @@ class LoraLinearFunction(torch.autograd.Function):
             y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
         y.addmm_(h, lora_b.t(), alpha=scaling)
         ctx.save_for_backward(x2 if ctx.needs_input_grad[1] else None, xd, h, weight, lora_a, lora_b, keep)
-        ctx.scaling, ctx.shape, ctx.dropout_p, ctx.packed = scaling, shape, dropout_p, packed
-        return y.view(*shape[:-1], y.shape[-1])
+        ctx.scaling, ctx.dropout_p, ctx.packed = scaling, dropout_p, packed
+        return y
 
     @staticmethod
-    def backward(ctx, dy):
+    def backward(ctx, dy2):
         x2, xd, h, weight, lora_a, lora_b, keep = ctx.saved_tensors
         s = ctx.scaling
-        dy2 = dy.reshape(-1, dy.shape[-1])
         # [tokens, r], the gradient at the LoRA bottleneck before scaling. Computed as (B^T dy^T)^T: BLAS is
         # 2-3x slower on the skinny [tokens, out] @ [out, r] form (the same holds for dB below).
         g = torch.mm(lora_b.t(), dy2.t()).t()
@@ -62,7 +61,6 @@ class LoraLinearFunction(torch.autograd.Function):
                 dx.addmm_(g, lora_a, alpha=s)
             else:
                 dx.add_((g @ lora_a).mul_(keep), alpha=s / (1 - ctx.dropout_p))
-            dx = dx.view(ctx.shape)
         if ctx.needs_input_grad[1]:
             dw = dy2.t() @ x2
         if ctx.needs_input_grad[2]:
@@ -103,7 +101,9 @@ def _fused_forward(self, x, *args, **kwargs):
     if self.__dict__.get("_swiftlike_pack") and x.device.type == "cpu" \
             and x.dtype == torch.float32 and not base.weight.requires_grad:
         packed = packed_weights(self, base.weight)
-    return LoraLinearFunction.apply(x, base.weight, base.bias, lora_a.weight, lora_b.weight, scaling, p, packed)
+    y = LoraLinearFunction.apply(x.reshape(-1, x.shape[-1]), base.weight, base.bias, lora_a.weight, lora_b.weight,
+                                 scaling, p, packed)
+    return y.view(*x.shape[:-1], y.shape[-1])
 
 
 def fuse_lora_layers(model, pack_weights: bool = False) -> int:

@@ -15,9 +15,12 @@ RENAMED = {
     "eval_dataset": "val_dataset", "default_system": "system", "quantization_bit": "quant_bits",
     "quantization_type": "bnb_4bit_quant_type", "double_quantization": "bnb_4bit_use_double_quant",
     "preprocessing_num_workers": "dataset_num_proc", "neat_packing": "packing",
+    # preference stages
+    "pref_beta": "beta", "pref_ftx": "rpo_alpha", "dpo_label_smoothing": "label_smoothing",
+    "kto_chosen_weight": "desirable_weight", "kto_rejected_weight": "undesirable_weight",
 }
 SAME = {
-    "template", "lora_rank", "lora_alpha", "lora_dropout", "use_dora", "use_rslora", "per_device_train_batch_size",
+    "template", "simpo_gamma", "reward_model", "ref_model", "lora_rank", "lora_alpha", "lora_dropout", "use_dora", "use_rslora", "per_device_train_batch_size",
     "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "max_steps",
     "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "optim", "output_dir",
     "logging_steps", "save_steps", "save_total_limit", "save_strategy", "eval_strategy", "eval_steps", "seed",
@@ -43,14 +46,24 @@ def is_llamafactory(data: dict) -> bool:
     return bool(MARKERS & set(data)) and "train_type" not in data
 
 
-def translate(data: dict, *, source: str, stage: str = "sft") -> tuple[dict, list[str]]:
-    """(swiftlike option mapping, ignored keys)."""
+# LLaMA-Factory stage -> the swiftlike command that trains it
+COMMAND_FOR_STAGE = {"sft": "sft", "pt": "pt", "dpo": "rlhf", "kto": "rlhf", "rm": "rlhf", "ppo": "rlhf"}
+
+
+def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[str]]:
+    """(swiftlike option mapping, ignored keys); `stages`: what the calling command trains."""
     data = dict(data)
     got = data.pop("stage", "sft")
-    if got != stage:
-        raise SwiftlikeError(f"{source}: stage {got!r}; `swiftlike {stage}` trains stage {stage!r} (LLaMA-Factory's "
-                             f"pt/rm/ppo/dpo/kto stages are not in swiftlike yet)")
     out, ignored, unknown = {}, [], []
+    if got in ("dpo", "kto", "rm", "ppo") and "dpo" in stages:
+        loss = data.pop("pref_loss", "sigmoid")
+        out["rlhf_type"] = {"orpo": "orpo", "simpo": "simpo"}.get(loss, got) if got == "dpo" else got
+        if got == "dpo" and loss not in ("orpo", "simpo", "sigmoid"):
+            out["loss_type"] = [loss]
+    elif got not in stages:
+        command = COMMAND_FOR_STAGE.get(got)
+        raise SwiftlikeError(f"{source}: stage {got!r}; "
+                             + (f"train it with `swiftlike {command}`" if command else "swiftlike has no such stage"))
     max_samples = data.pop("max_samples", None)
     dataset_dir = data.pop("dataset_dir", None)
     for key, value in data.items():
@@ -66,7 +79,8 @@ def translate(data: dict, *, source: str, stage: str = "sft") -> tuple[dict, lis
             unknown.append(key)
     if unknown:
         raise SwiftlikeError(f"{source}: LLaMA-Factory option(s) swiftlike does not know: {', '.join(sorted(unknown))}"
-                             f"; remove them or use swiftlike's spelling (`swiftlike sft --help`)")
+                             f"; remove them or use swiftlike's spelling (`swiftlike {COMMAND_FOR_STAGE.get(got, 'sft')} "
+                             f"--help`)")
     out.setdefault("add_output_dir_suffix", False)  # LLaMA-Factory writes into output_dir itself
     if "template" in out and isinstance(out["template"], str):
         out["template"] = TEMPLATES.get(out["template"], out["template"])

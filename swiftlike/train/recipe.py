@@ -54,8 +54,11 @@ class TrainingRecipe:
     stage = "sft"
     trainer_class = None  # set by the stage (a transformers.Trainer subclass)
 
-    def __init__(self, args: TrainArguments):
+    def __init__(self, args: TrainArguments, resolve_adapter=None):
+        """`resolve_adapter(name_or_ref_or_dir, base=...) -> Path` turns --adapters into directories (the adapter
+        marketplace's resolver, passed in by swiftlike.stages and the CLI; without it --adapters takes dirs)."""
         self.args = args
+        self.resolve_adapter = resolve_adapter
         self.t_start = time.perf_counter()
 
     # ---------------------------------------------------------------------------------------------- the run
@@ -102,6 +105,11 @@ class TrainingRecipe:
         if a.quant_bits and a.train_type == "lora":
             a.train_type = "qlora"
         self.tuner = get_registry().tuners.get(a.train_type)
+        if a.adapters and a.train_type not in ("lora", "qlora", "dora"):
+            raise SwiftlikeError(f"--adapters continues LoRA adapters; --train_type {a.train_type} trains no adapter")
+        if len(a.adapters) > 1:
+            raise SwiftlikeError("--adapters: training continues one adapter; merge the others first "
+                                 "(swiftlike merge-lora)")
         from .deepspeed import resolve_deepspeed
 
         self.ds_config = resolve_deepspeed(a.deepspeed)  # a bad file fails now, not after the model has loaded
@@ -122,8 +130,29 @@ class TrainingRecipe:
         self.resolved = a.resolve_model()
         self.spec = self.resolved.spec
         self.model_type = a.model_type if a.model_type and a.model_type in get_registry().models else self.spec.name
+        self.start_adapter = self._start_adapter()
         self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
         self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
+
+    def _start_adapter(self) -> Path | None:
+        """--adapters as a checked adapter directory (resolved through the marketplace when it is a name or ref),
+        refused here — before the model loads — when it was trained on another base."""
+        if not self.args.adapters:
+            return None
+        from ..checkpoint import adapter_config, base_fingerprint, check_base, read_manifest
+
+        source = self.args.adapters[0]
+        if self.resolve_adapter is not None:
+            path = Path(self.resolve_adapter(source, base=str(self.resolved.path)))
+        else:
+            path = Path(source).expanduser()
+            if not path.is_dir():
+                raise SwiftlikeError(f"--adapters {source}: no such directory (installed adapter names and hub refs "
+                                     f"are resolved by `swiftlike.sft`/`rlhf` and the CLI)")
+        adapter_config(path)
+        check_base(read_manifest(path), base_model_type=self.model_type,
+                   fingerprint=base_fingerprint(self.resolved.path), where=f"--adapters {source}")
+        return path
 
     def setup_tokenizer(self) -> None:
         from ..models.load import load_tokenizer
@@ -201,13 +230,13 @@ class TrainingRecipe:
                                         quant_type=a.bnb_4bit_quant_type, double_quant=a.bnb_4bit_use_double_quant,
                                         trust_remote_code=a.trust_remote_code,
                                         attn_implementation="sdpa" if a.attn_impl == "auto" else a.attn_impl,
-                                        tokenizer=self.tokenizer)
+                                        tokenizer=self.tokenizer, **self.model_kwargs())
         model.config.use_cache = False  # required for padding-free batches; useless in training anyway
         if a.attn_impl == "auto" and self.padding_free:
             enable_varlen_attention(model)
         if a.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = resolve_callable(self.tuner.prepare)(model, a)
+        model = self.apply_tuner(model)
         if a.fused_lora and getattr(model, "peft_config", None):
             fuse_lora_layers(model, pack_weights=a.pack_cpu_weights)
         if a.pack_cpu_weights:
@@ -215,6 +244,18 @@ class TrainingRecipe:
         self.model = model
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in model.parameters())
+
+    def model_kwargs(self) -> dict:
+        """Extra load_model_tokenizer keywords (a stage that needs another head passes `task`)."""
+        return {}
+
+    def apply_tuner(self, model):
+        """The tuner's trainable parameters on `model`, or the --adapters adapter to continue."""
+        if self.start_adapter is not None:
+            from .tuners import continue_lora
+
+            return continue_lora(model, self.start_adapter, self.args)
+        return resolve_callable(self.tuner.prepare)(model, self.args)
 
     @property
     def padding_free(self) -> bool:
@@ -231,17 +272,25 @@ class TrainingRecipe:
 
             # transformers 5 dropped TrainingArguments.logging_dir; give the callback its writer directly
             callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=a.logging_dir or str(self.out / "runs"))))
-        self.trainer = self.trainer_class(
-            model=self.model, args=self.training_arguments(), train_dataset=self.train_data,
-            eval_dataset=self.val_data or None, data_collator=self.collator(),
-            processing_class=self.tokenizer if self.tuner.requires_peft is False else None,
-            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **self.trainer_kwargs())
+        self.trainer = self.make_trainer(callbacks)
         if self.state.is_main_process:
             (self.out / "args.json").write_text(json.dumps(self.args_json(), indent=2, ensure_ascii=False))
             print(self.banner())
 
+    def make_trainer(self, callbacks: list):
+        """The stage's trainer over the model and data of the earlier phases."""
+        return self.trainer_class(
+            model=self.model, args=self.training_arguments(), train_dataset=self.train_data,
+            eval_dataset=self.val_data or None, data_collator=self.collator(),
+            processing_class=self.processing_class(),
+            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **self.trainer_kwargs())
+
     def collator(self):
         raise NotImplementedError
+
+    def processing_class(self):
+        """What the trainer saves beside a full model (the tokenizer); an adapter checkpoint needs none."""
+        return self.tokenizer if self.tuner.requires_peft is False else None
 
     def trainer_kwargs(self) -> dict:
         return {}
@@ -340,6 +389,7 @@ class TrainingRecipe:
             "template": self.template.name, "template_text": self.template.chat_template_for_export(),
             "system": a.system, "tuner": a.train_type, "tuner_config": self.tuner_config(),
             "datasets": list(a.dataset),
+            **({"started_from": str(self.start_adapter)} if self.start_adapter is not None else {}),
         }
 
     def tuner_config(self) -> dict:

@@ -43,11 +43,12 @@ class SftRecipe(TrainingRecipe):
         return PaddingCollator(pad_token_id=self.tokenizer.pad_token_id)
 
 
-def sft(args: SftArguments | None = None, **kwargs) -> dict:
+def sft(args: SftArguments | None = None, resolve_adapter=None, **kwargs) -> dict:
     """Train; returns {"run_dir", "last_checkpoint", "metrics"}. `sft(SftArguments(...))` or `sft(model_type=...,
-    dataset=...)`."""
+    dataset=...)`. `resolve_adapter` turns --adapters names/refs into dirs (swiftlike.stages passes the
+    marketplace's)."""
     if args is None:
         args = SftArguments(**kwargs)
     elif kwargs:
         raise TypeError("sft() takes SftArguments or keyword arguments, not both")
-    return SftRecipe(args).run()
+    return SftRecipe(args, resolve_adapter=resolve_adapter).run()

@@ -27,21 +27,22 @@ def normalize_targets(targets, catalog_targets):
     return out
 
 
-def _lora_config(args, **extra):
+def _lora_config(args, task_type="CAUSAL_LM", **extra):
     from peft import LoraConfig
 
-    return LoraConfig(task_type="CAUSAL_LM", r=args.lora_rank, lora_alpha=args.lora_alpha,
+    return LoraConfig(task_type=task_type, r=args.lora_rank, lora_alpha=args.lora_alpha,
                       lora_dropout=args.lora_dropout, target_modules=args.target_modules,
                       use_dora=bool(args.use_dora), use_rslora=bool(args.use_rslora), **extra)
 
 
-def prepare_lora(model, args):
+def prepare_lora(model, args, task_type="CAUSAL_LM"):
+    """LoRA on `model`; task_type SEQ_CLS (reward models) also trains and saves the score head."""
     from peft import get_peft_model
 
     if args.gradient_checkpointing:
         model.enable_input_require_grads()
     try:
-        return get_peft_model(model, _lora_config(args))
+        return get_peft_model(model, _lora_config(args, task_type=task_type))
     except ValueError as err:
         if "Target modules" in str(err):
             raise SwiftlikeError(f"--target_modules {args.target_modules}: {err}") from None
@@ -95,3 +96,15 @@ def prepare_freeze(model, args):
         else:  # final norm and an untied lm_head train; embeddings (often tied to lm_head) stay frozen
             p.requires_grad_("embed" not in pname)
     return model
+
+
+def continue_lora(model, path, args):
+    """The LoRA adapter at `path` loaded onto `model` for further training (sft -> dpo on the same adapter); its own
+    config (rank, targets) wins over --lora_rank etc."""
+    from peft import PeftModel, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.gradient_checkpointing))
+    elif args.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return PeftModel.from_pretrained(model, str(path), is_trainable=True)

@@ -1,0 +1,108 @@
+"""PPO: the policy samples answers to the prompts, a reward model trained with `--rlhf_type rm` scores them, and a
+value model (initialised from that reward model) estimates returns — TRL's PPOTrainer (trl.experimental.ppo; TRL
+1.13+ dropped it, hence trl<1.13). The policy's LoRA adapter is what is trained and saved; its reference is the
+base with the adapter disabled."""
+from __future__ import annotations
+
+from ...registry import SwiftlikeError
+from ..trainer import AtomicCheckpoints
+from .preference import PreferenceRecipe
+
+
+class PpoRecipe(PreferenceRecipe):
+    data_kind = "rl"
+
+    def check(self) -> None:
+        super().check()
+        if not self.args.reward_model:
+            raise SwiftlikeError("--rlhf_type ppo needs --reward_model CHECKPOINT (train one with --rlhf_type rm)")
+        try:
+            import trl.experimental.ppo  # noqa: F401
+        except ImportError:
+            raise SwiftlikeError("--rlhf_type ppo needs TRL's PPO trainer, which TRL 1.13 removed: "
+                                 "pip install 'trl>=1.0,<1.13'") from None
+        from ...checkpoint import read_manifest, saved_args
+
+        given = self.args.reward_model
+        from pathlib import Path
+
+        path = Path(given).expanduser()
+        if not path.is_dir() or (read_manifest(path).get("rlhf_type") != "rm"
+                                 and saved_args(path).get("rlhf_type") != "rm"):
+            raise SwiftlikeError(f"--reward_model {given}: not a reward model (a checkpoint of --rlhf_type rm)")
+
+    def config_class(self):
+        from trl.experimental.ppo import PPOConfig
+
+        return PPOConfig
+
+    @property
+    def trainer_class(self):
+        return ppo_trainer()
+
+    def encode(self, rows: list, *, train: bool):
+        from datasets import Dataset
+
+        texts = [self.template.render(r["messages"], add_generation_prompt=True) for r in rows]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return Dataset.from_list([{"input_ids": i} for i in ids])
+
+    def stage_options(self) -> dict:
+        a = self.args
+        stops = self.template.stop_token_ids
+        return dict(kl_coef=self.beta, response_length=a.max_completion_length, temperature=a.temperature,
+                    stop_token_id=stops[0] if stops else self.tokenizer.eos_token_id, num_ppo_epochs=1,
+                    num_mini_batches=1, local_rollout_forward_batch_size=a.per_device_train_batch_size,
+                    total_episodes=self.total_episodes(), missing_eos_penalty=None)
+
+    def total_episodes(self) -> int:
+        a = self.args
+        if a.max_steps and a.max_steps > 0:
+            return a.max_steps * a.per_device_train_batch_size * a.gradient_accumulation_steps
+        return int(len(self.train_data) * a.num_train_epochs)
+
+    def training_options(self) -> dict:
+        options = super().training_options()
+        options.pop("max_steps", None)  # PPO counts episodes
+        return options
+
+    def make_trainer(self, callbacks: list):
+        from .reward_model import load_reward_model
+
+        reward, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
+        value, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
+        value.requires_grad_(True)
+        return self.trainer_class(args=self.training_arguments(), processing_class=self.tokenizer, model=self.model,
+                                  ref_model=None, reward_model=reward, value_model=value,
+                                  train_dataset=self.train_data, eval_dataset=self.val_data or None,
+                                  callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save)
+
+    @property
+    def padding_free(self) -> bool:
+        return False
+
+    def train(self) -> None:
+        if self.resume:
+            raise SwiftlikeError("--rlhf_type ppo cannot resume from a checkpoint (TRL's PPO loop has no resume)")
+        import gc
+
+        gc.freeze()
+        gc.enable()
+        self.trainer.train()
+        from types import SimpleNamespace
+
+        logged = [h for h in self.trainer.state.log_history if "objective/rlhf_reward" in h or "loss/policy_avg" in h]
+        self.result = SimpleNamespace(metrics={k: v for k, v in (logged[-1] if logged else {}).items()
+                                               if isinstance(v, (int, float))})
+
+    def manifest_info(self) -> dict:
+        return {**super().manifest_info(), "reward_model": str(self.args.reward_model)}
+
+
+def ppo_trainer():
+    from trl.experimental.ppo import PPOTrainer
+
+    class SwiftlikePPOTrainer(AtomicCheckpoints, PPOTrainer):
+        pass
+
+    return SwiftlikePPOTrainer

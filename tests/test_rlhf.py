@@ -1,0 +1,260 @@
+"""`swiftlike pt` and `swiftlike rlhf` (dpo, kto, orpo, simpo, cpo, rm, ppo, grpo) on a tiny random Llama: each stage
+trains, writes the sft layout with its own metrics and manifest, and bad input stops before anything loads."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+IDENTITY = Path(__file__).parent / "data" / "identity.jsonl"
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "swiftlike", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, **kw)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rlhf-data")
+    rows = [json.loads(line) for line in IDENTITY.read_text().splitlines()]
+    pairs = [{**r, "rejected_response": "I am SmolLM, made by Hugging Face."} for r in rows]
+    (root / "pairs.jsonl").write_text("\n".join(json.dumps(p) for p in pairs))
+    kto = [{**r, "label": True} for r in rows] + [
+        {"messages": r["messages"][:-1] + [{"role": "assistant", "content": "I am SmolLM."}], "label": False}
+        for r in rows]
+    (root / "kto.jsonl").write_text("\n".join(json.dumps(k) for k in kto))
+    sums = [{"messages": [{"role": "user", "content": f"What is {a} + {b}?"}], "solution": str(a + b)}
+            for a in range(2, 6) for b in range(1, 3)]
+    (root / "sums.jsonl").write_text("\n".join(json.dumps(s) for s in sums))
+    return root
+
+
+def _args(tiny_model, out, **kw):
+    from swiftlike.train.rlhf.arguments import RlhfArguments
+
+    base = dict(model=str(tiny_model), template="smollm2", output_dir=str(out), max_steps=2,
+                per_device_train_batch_size=2, learning_rate=5e-3, logging_steps=1, max_length=256,
+                report_to=["none"], lora_rank=4, lora_alpha=8, warmup_ratio=0.0, save_steps=2)
+    base.update(kw)
+    return RlhfArguments(**base)
+
+
+def _logs(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "logging.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reward_model(tiny_model, data, tmp_path_factory):
+    import swiftlike
+
+    return swiftlike.rlhf(_args(tiny_model, tmp_path_factory.mktemp("rm"), rlhf_type="rm",
+                                dataset=str(data / "pairs.jsonl"), max_steps=3))
+
+
+@pytest.mark.parametrize("rlhf_type, dataset, metric", [
+    ("dpo", "pairs", "rewards/margins"), ("simpo", "pairs", "rewards/margins"), ("cpo", "pairs", "nll_loss"),
+    ("orpo", "pairs", "log_odds_ratio"), ("kto", "kto", "kl"),
+])
+def test_preference_stages(tiny_model, data, tmp_path, rlhf_type, dataset, metric):
+    import swiftlike
+    from swiftlike.infer import load_checkpoint
+
+    result = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type=rlhf_type, dataset=str(data / f"{dataset}.jsonl")))
+    ckpt = result["last_checkpoint"]
+    manifest = json.loads((ckpt / "swiftlike.json").read_text())
+    assert manifest["stage"] == rlhf_type and manifest["rlhf_type"] == rlhf_type and manifest["tuner"] == "lora"
+    assert "adapter_model.safetensors" in manifest["files"] and "README.md" in manifest["files"]
+    assert any(key.endswith(metric) for row in _logs(result["run_dir"]) for key in row), _logs(result["run_dir"])
+    assert math.isfinite(result["metrics"]["train_loss"])
+    assert json.loads((result["run_dir"] / "args.json").read_text())["stage"] == rlhf_type
+    # a preference adapter is an adapter like any other: infer (and serve, push, merge) load it
+    loaded = load_checkpoint(ckpt)
+    assert loaded.template.name == "smollm2" and loaded.model_type == "tiny-llama"
+
+
+def test_dpo_logs_what_shows_reward_hacking(tiny_model, data, tmp_path):
+    """rewards/chosen, rewards/rejected, accuracies, margins and the log-probs behind them, every logging step; the
+    manifest names the reference."""
+    import swiftlike
+
+    result = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="dpo", dataset=str(data / "pairs.jsonl"),
+                                  rpo_alpha=1.0))
+    rows = [r for r in _logs(result["run_dir"]) if "loss" in r]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected"):
+        assert all(key in r for r in rows), key
+    manifest = json.loads((result["last_checkpoint"] / "swiftlike.json").read_text())
+    assert manifest["reference"] == "base (adapter disabled)" and manifest["beta"] == 0.1
+
+
+def test_sft_then_dpo_on_the_same_adapter(tiny_model, data, tmp_path):
+    import swiftlike
+
+    sft = swiftlike.sft(model=str(tiny_model), template="smollm2", dataset=str(IDENTITY), output_dir=str(tmp_path / "s"),
+                        max_steps=2, per_device_train_batch_size=2, learning_rate=5e-3, report_to=["none"],
+                        lora_rank=4, lora_alpha=8)
+    start = load_file(sft["last_checkpoint"] / "adapter_model.safetensors")
+    dpo = swiftlike.rlhf(_args(tiny_model, tmp_path / "d", rlhf_type="dpo", dataset=str(data / "pairs.jsonl"),
+                               adapters=[str(sft["last_checkpoint"])], lora_rank=16))
+    end = load_file(dpo["last_checkpoint"] / "adapter_model.safetensors")
+    assert end.keys() == start.keys()  # the same adapter (rank 4 as trained, not the new --lora_rank)
+    assert any(not torch.equal(end[k], start[k]) for k in end)
+    manifest = json.loads((dpo["last_checkpoint"] / "swiftlike.json").read_text())
+    assert manifest["started_from"] == str(sft["last_checkpoint"])
+    assert manifest["reference"].startswith("adapter ") and manifest["reference"].endswith("(frozen copy)")
+
+
+def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_model):
+    import swiftlike
+    from swiftlike.train.rlhf.reward_model import load_reward_model
+
+    ckpt = reward_model["last_checkpoint"]
+    assert any("score" in k for k in load_file(ckpt / "adapter_model.safetensors"))  # the value head is saved
+    assert any("accuracy" in r for r in _logs(reward_model["run_dir"]))
+    model, tok = load_reward_model(ckpt)
+    ids = tok(["I am Nova.", "I am SmolLM."], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert model(**ids).logits.shape == (2, 1)
+    ppo = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
+                               reward_model=str(ckpt), max_completion_length=6))
+    assert (ppo["last_checkpoint"] / "adapter_model.safetensors").exists()
+    assert any("objective/kl" in r for r in _logs(ppo["run_dir"]))
+    assert json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())["reward_model"] == str(ckpt)
+
+
+def test_grpo_with_a_plugin_reward(tiny_model, data, tmp_path, plugins):
+    import swiftlike
+
+    class Rewards:
+        @swiftlike.hookimpl
+        def register_rewards(self, register):
+            register("short", func=lambda completions, **kw: [1.0 / (1 + len(c)) for c in completions],
+                     summary="shorter is better")
+
+    plugins.add(Rewards(), "reward-pack")
+    result = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="grpo", dataset=str(data / "sums.jsonl"),
+                                  reward_funcs=["accuracy", "short"], num_generations=2, max_completion_length=6))
+    rows = _logs(result["run_dir"])
+    assert any("rewards/short/mean" in r and "rewards/accuracy/mean" in r for r in rows)
+    manifest = json.loads((result["last_checkpoint"] / "swiftlike.json").read_text())
+    assert manifest["reward_funcs"] == ["accuracy", "short"]
+
+
+def test_pretraining_lowers_held_out_perplexity(tiny_model, tmp_path):
+    import swiftlike
+    from swiftlike.infer import load_checkpoint
+
+    lines = [f"The {c} robot {v} the {o} every morning." for c in ("red", "blue", "green", "small")
+             for v in ("paints", "cleans", "moves") for o in ("box", "door", "wall")]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines[:-4]))
+    held = lines[-4:]
+
+    def perplexity(model, tok):
+        total, count = 0.0, 0
+        for text in held:
+            ids = torch.tensor([tok(text).input_ids + [tok.eos_token_id]])
+            with torch.no_grad():
+                total += model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
+            count += ids.shape[1] - 1
+        return math.exp(total / count)
+
+    base = load_checkpoint(None, model=str(tiny_model), template="smollm2")
+    before = perplexity(base.model, base.tokenizer)
+    result = swiftlike.pt(model=str(tiny_model), template="smollm2", dataset=str(tmp_path / "corpus.txt"),
+                          output_dir=str(tmp_path / "out"), max_steps=30, per_device_train_batch_size=4,
+                          learning_rate=2e-2, report_to=["none"], max_length=64, train_type="full")
+    trained = load_checkpoint(result["last_checkpoint"])
+    after = perplexity(trained.model, trained.tokenizer)
+    assert after < 0.5 * before, (before, after)
+    assert json.loads((result["last_checkpoint"] / "swiftlike.json").read_text())["stage"] == "pt"
+
+
+def test_pt_packs_documents_apart(tiny_model, tmp_path):
+    """Documents are packed into --max_length blocks, each keeping its own positions (the padding-free path)."""
+    from swiftlike.train.arguments import PtArguments
+    from swiftlike.train.pt import PtRecipe
+
+    (tmp_path / "c.txt").write_text("\n".join(["one two three four five"] * 6 + ["word " * 80]))
+    recipe = PtRecipe(PtArguments(model=str(tiny_model), template="smollm2", dataset=str(tmp_path / "c.txt"),
+                                  max_length=32, truncation_strategy="split", output_dir=str(tmp_path / "o")))
+    recipe.check()
+    recipe.resolve()
+    recipe.setup_tokenizer()
+    recipe.setup_data()
+    bins = recipe.train_data
+    assert all(sum(len(s["input_ids"]) for s in b) <= 32 for b in bins)
+    pieces = [s for b in bins for s in b]
+    assert len(pieces) == 6 + 3  # the 81-token document split into 32 + 32 + 17
+    batch = recipe.collator()(bins[:1])
+    starts = (batch["position_ids"][0] == 0).sum().item()
+    assert starts == len(bins[0]) and batch["labels"][0, 0] == -100
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--rlhf_type", "dpoo"], "--rlhf_type 'dpoo': use dpo, kto, orpo, simpo, cpo, rm, ppo, grpo (did you mean dpo?)"),
+    (["--rlhf_type", "grpo"], "--rlhf_type grpo needs --reward_funcs"),
+    (["--rlhf_type", "grpo", "--reward_funcs", "acuracy"], "unknown reward 'acuracy'; did you mean accuracy"),
+    (["--rlhf_type", "ppo"], "--rlhf_type ppo needs --reward_model"),
+    (["--rlhf_type", "ppo", "--reward_model", "{ckpt}"], "not a reward model"),
+    (["--rlhf_type", "dpo", "--dataset", "{sft}"], "not a preference row (keys: messages): no rejected answer"),
+])
+def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path, flags, message):
+    ckpt = tmp_path / "not-rm"
+    ckpt.mkdir()
+    (ckpt / "adapter_config.json").write_text("{}")
+    flags = [f.format(ckpt=ckpt, sft=IDENTITY) for f in flags]
+    dataset = [] if "--dataset" in flags else ["--dataset", data / "pairs.jsonl"]
+    proc = _cli("rlhf", "--model", tiny_model, "--template", "smollm2", *dataset, "--output_dir", tmp_path / "out",
+                *flags)
+    assert proc.returncode == 1, proc.stderr
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapters_from_another_base_are_refused(tiny_model, data, tmp_path, tokenizer_dir):
+    from tiny import make_tiny_model
+
+    import swiftlike
+
+    other = make_tiny_model(tmp_path / "tiny-llama", tokenizer_dir, seed=7)
+    sft = swiftlike.sft(model=str(other), template="smollm2", dataset=str(IDENTITY), output_dir=str(tmp_path / "s"),
+                        max_steps=1, per_device_train_batch_size=2, report_to=["none"])
+    proc = _cli("rlhf", "--rlhf_type", "dpo", "--model", tiny_model, "--template", "smollm2", "--dataset",
+                data / "pairs.jsonl", "--adapters", sft["last_checkpoint"], "--output_dir", tmp_path / "out")
+    assert proc.returncode == 1 and "other tiny-llama weights" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_dpo_resumes_after_kill_to_the_same_adapter(tiny_model, data, tmp_path):
+    common = ["rlhf", "--rlhf_type", "dpo", "--model", tiny_model, "--template", "smollm2", "--dataset",
+              data / "pairs.jsonl", "--max_steps", "6", "--per_device_train_batch_size", "2", "--learning_rate",
+              "5e-3", "--save_steps", "2", "--save_total_limit", "10", "--report_to", "none",
+              "--add_output_dir_suffix", "false"]
+    proc = _cli(*common, "--output_dir", tmp_path / "full")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    killed = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-m", "swiftlike", *map(str, common), "--output_dir", str(killed)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 180
+    while not (killed / "checkpoint-2" / "swiftlike.json").exists():
+        assert child.poll() is None and time.time() < deadline, "run ended before a checkpoint could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    proc = _cli(*common, "--output_dir", killed, "--resume_from_checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(tmp_path / "full" / "checkpoint-6" / "adapter_model.safetensors")
+    b = load_file(killed / "checkpoint-6" / "adapter_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
