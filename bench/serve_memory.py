@@ -200,7 +200,7 @@ def main():
                 lambda: call(port, "POST", "/v1/chat/completions", many)[0],
                 lambda: call(port, "POST", "/v1/completions", long_prompt)[0]]
         worst, results = health_while(port, work)
-        print(f"\n2. /health while 20 MB bodies arrive (Content-Length, chunked), 200k messages and a 7 MB prompt:")
+        print("\n2. /health while 20 MB bodies arrive (Content-Length, chunked), 200k messages and a 7 MB prompt:")
         print(f"   answers: {results}")
         print(f"   worst /health latency      {worst * 1000:8.0f} ms  -> {'ok' if worst < 1 else 'MISSED'} (< 1 s)")
         if worst >= 1:

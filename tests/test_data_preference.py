@@ -63,6 +63,10 @@ def test_kto_text_and_rl_rows(tmp_path):
     assert [(r["completion"], r["label"]) for r in kto] == [("Nova.", True), ("SmolLM.", False), ("Nova.", True)]
     with pytest.raises(DatasetError, match="no `label`"):
         load_dataset(str(_write(tmp_path / "nolabel.jsonl", [{"prompt": "a", "completion": "b"}])), kind="kto")
+    pairs = load_dataset(str(_write(tmp_path / "pairs.jsonl", [
+        {"messages": PROMPT + [{"role": "assistant", "content": "Nova."}], "rejected_response": "SmolLM."}])),
+        kind="kto", shuffle=False).train
+    assert [(r["completion"], r["label"]) for r in pairs] == [("Nova.", True), ("SmolLM.", False)]
     (tmp_path / "corpus.txt").write_text("first document\n\nsecond document\n")
     text = load_dataset(str(tmp_path / "corpus.txt"), kind="text", shuffle=False).train
     assert [r["text"] for r in text] == ["first document", "second document"]

@@ -67,7 +67,7 @@ def test_index_install_verifies_sha256(venv, plugins):
         packs.install("hello-pack", python=venv["python"])
     assert "hello-tiny-chat" not in _models(venv)[0]  # nothing installed
 
-    from swiftlike.registry import get_plugin_manager, reset_registry
+    from swiftlike.registry import get_plugin_manager
     get_plugin_manager().unregister(name="bad-index")
     plugins.add(Index(packs.sha256_file(wheel)), "good-index")
     res = packs.install("hello-pack", python=venv["python"])

@@ -348,7 +348,7 @@ def test_tenants_file(tmp_path):
     assert auth.authenticate("Bearer root").is_admin
     for bad in (None, "", "Bearer", "Bearer nope", "Basic k-acme", "k-acme"):
         assert auth.authenticate(bad) is None
-    for text, match in ((f'[tenants.x]\nkey_sha256 = "plaintext-key"\n', "64-hex-digit"),
+    for text, match in (('[tenants.x]\nkey_sha256 = "plaintext-key"\n', "64-hex-digit"),
                         (f'[tenants.x]\nkey_sha256 = "{key_hash("a")}"\nkey = "a"\n', "unknown key"),
                         (f'[tenants.x]\nkey_sha256 = "{key_hash("a")}"\n[tenants.y]\nkey_sha256 = "{key_hash("a")}"',
                          "same key"), ("[admins]\n", "unknown table")):

@@ -91,12 +91,12 @@ def _convert_kind(records, columns, roles, kind):
             problems.append(Problem(rec.location, rec.error))
             continue
         try:
-            row = preference.convert(rename_columns(rec.row, columns), kind, roles)
+            converted = preference.convert(rename_columns(rec.row, columns), kind, roles)
         except RowError as err:
             problems.append(Problem(rec.location, str(err)))
             wrong_kind += isinstance(err, preference.WrongKind)
             continue
-        rows.append({**row, "location": rec.location})
+        rows += [{**row, "location": rec.location} for row in converted]
     if problems and not rows and wrong_kind == len(problems):
         more = f" (and its {len(problems) - 1} other rows)" if len(problems) > 1 else ""
         raise DatasetError(f"{problems[0]}{more}", problems)

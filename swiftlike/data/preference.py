@@ -11,7 +11,9 @@
 |            |                                                            | `rejected`                                  |
 | kto        | `messages` (the prompt), `completion`, `label` (bool)      | ms-swift `messages` + `label`; TRL `prompt` |
 |            |                                                            | / `completion` / `label`; LLaMA-Factory     |
-|            |                                                            | `conversations` + `kto_tag`                 |
+|            |                                                            | `conversations` + `kto_tag`; or any         |
+|            |                                                            | preference pair (chosen desirable, rejected |
+|            |                                                            | not)                                        |
 | text       | `text`                                                     | `text` (or `--columns`), `.txt` lines       |
 | rl         | `messages` (the prompt), `solution` (reference or None)    | any prompt row (messages, sharegpt, query,  |
 |            |                                                            | alpaca...), `solution` or its final reply   |
@@ -36,20 +38,32 @@ PREFERENCE_FORMATS = ("ms-swift `messages` + `rejected_response`", "TRL `prompt`
                       "LLaMA-Factory `conversations` + `chosen` + `rejected` (or `instruction` + `chosen` + "
                       "`rejected`)")
 KTO_FORMATS = ("ms-swift `messages` + `label`", "TRL `prompt`/`completion`/`label`",
-               "LLaMA-Factory `conversations` + `kto_tag`")
+               "LLaMA-Factory `conversations` + `kto_tag`", "or a preference pair")
 
 
-def convert(row: dict, kind: str, roles: Optional[dict] = None) -> dict:
-    """One raw row of `kind` to its canonical row; raises RowError naming what is missing or wrong."""
+def convert(row: dict, kind: str, roles: Optional[dict] = None) -> list[dict]:
+    """One raw row of `kind` to its canonical rows (a preference pair gives KTO two: its chosen answer desirable,
+    its rejected one not); raises RowError naming what is missing or wrong."""
     reason = media_reason(row)
     if reason:
         raise RowError(reason)
-    out = {"preference": _preference, "kto": _kto, "text": _text_row, "rl": _rl}[kind](row, roles)
+    if kind == "kto" and row.get("label", row.get("kto_tag")) is None and _is_pair(row):
+        pair = _preference(row, roles)
+        outs = [{"messages": pair["messages"], "completion": pair[key], "label": key == "chosen", **(
+            {"tools": pair["tools"]} if "tools" in pair else {})} for key in ("chosen", "rejected")]
+    else:
+        outs = [{"preference": _preference, "kto": _kto, "text": _text_row, "rl": _rl}[kind](row, roles)]
     if kind != "text":
-        reason = media_reason(out) or check_messages(out, prompt=True)
-        if reason:
-            raise RowError(f"prompt: {reason}")
-    return out
+        for out in outs:
+            reason = media_reason(out) or check_messages(out, prompt=True)
+            if reason:
+                raise RowError(f"prompt: {reason}")
+    return outs
+
+
+def _is_pair(row: dict) -> bool:
+    return (row.get("rejected_response") is not None and row.get("messages") is not None) or (
+        row.get("chosen") is not None and row.get("rejected") is not None)
 
 
 # ---------------------------------------------------------------------------------------------- preference pairs
