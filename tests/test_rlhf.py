@@ -96,6 +96,28 @@ def test_dpo_logs_what_shows_reward_hacking(tiny_model, data, tmp_path):
     assert manifest["reference"] == "base (adapter disabled)" and manifest["beta"] == 0.1
 
 
+@pytest.mark.parametrize("train_type", ["lora", "full"])
+def test_padding_free_dpo_matches_trls_padded_batches(tiny_model, data, tmp_path, train_type):
+    """The packed pairs (prompt shared by both answers, logits only at answer positions) train exactly as TRL's
+    padded batches do: same loss,
+    rewards and log-probs at every step (LoRA's reference = adapter disabled; full's = a frozen copy)."""
+    import swiftlike
+
+    runs = {}
+    for padding_free in (True, False):
+        out = tmp_path / str(padding_free)
+        result = swiftlike.rlhf(_args(tiny_model, out, rlhf_type="dpo", dataset=str(data / "pairs.jsonl"),
+                                      rpo_alpha=0.5, max_steps=3, padding_free=padding_free, train_type=train_type,
+                                      learning_rate=1e-3 if train_type == "full" else 5e-3))
+        runs[padding_free] = [r for r in _logs(result["run_dir"]) if "loss" in r]
+    assert len(runs[True]) == len(runs[False]) == 3
+    for packed, padded in zip(runs[True], runs[False]):
+        for key in ("loss", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
+            assert packed[key] == pytest.approx(padded[key], rel=2e-3, abs=2e-3), (key, packed, padded)
+    # tokens the model ran on: the packed run shares each pair's prompt between its two answers
+    assert 0 < runs[True][-1]["num_tokens"] < runs[False][-1]["num_tokens"]
+
+
 def test_sft_then_dpo_on_the_same_adapter(tiny_model, data, tmp_path):
     import swiftlike
 
@@ -258,3 +280,22 @@ def test_dpo_resumes_after_kill_to_the_same_adapter(tiny_model, data, tmp_path):
     b = load_file(killed / "checkpoint-6" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("rlhf_type, dataset", [("dpo", "pairs"), ("orpo", "pairs"), ("kto", "kto"), ("rm", "pairs"),
+                                                ("grpo", "sums")])
+def test_trl_stages_keep_gradient_checkpointing_as_asked(tiny_model, data, tmp_path, rlhf_type, dataset):
+    """TRL's configs default to gradient checkpointing on; swiftlike's --gradient_checkpointing (off by default)
+    decides, so a stage never silently recomputes every forward."""
+    from swiftlike.train.rlhf import recipe_for
+
+    for asked in (False, True):
+        extra = {"reward_funcs": ["accuracy"], "num_generations": 2, "max_completion_length": 4} \
+            if rlhf_type == "grpo" else {}
+        recipe = recipe_for(_args(tiny_model, tmp_path / str(asked), rlhf_type=rlhf_type,
+                                  dataset=str(data / f"{dataset}.jsonl"), gradient_checkpointing=asked, **extra))
+        for phase in ("check", "resolve", "setup_tokenizer", "setup_data", "setup_output", "setup_model",
+                      "setup_trainer"):
+            getattr(recipe, phase)()
+        assert recipe.trainer.args.gradient_checkpointing is asked
+        recipe.discard_output()

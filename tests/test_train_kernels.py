@@ -303,3 +303,23 @@ def test_trainer_flops_and_grad_clipping_equal_the_base_trainer(tmp_path):
         if n in ours:
             torch.testing.assert_close(ours[n], p.grad, msg=n)
             assert not torch.equal(ours[n], before[n]) or before[n].abs().sum() == 0
+
+
+def test_varlen_branches_share_their_prompt():
+    """[prompt, chosen, rejected] in one row, the rejected answer's positions continuing the prompt's: every token's
+    logits are those of prompt+answer run alone, and so are the gradients of a loss over both answers."""
+    ref = tiny_llama()
+    model = varlen_llama()
+    g = torch.Generator().manual_seed(3)
+    prompt, chosen, rejected = (torch.randint(0, 256, (n,), generator=g).tolist() for n in (7, 4, 6))
+    row = torch.tensor([prompt + chosen + rejected])
+    positions = torch.tensor([list(range(11)) + list(range(7, 13))])
+    logits = model(input_ids=row, position_ids=positions).logits[0]
+    alone_c = ref(torch.tensor([prompt + chosen])).logits[0]
+    alone_r = ref(torch.tensor([prompt + rejected])).logits[0]
+    torch.testing.assert_close(logits[:11], alone_c, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[11:], alone_r[7:], atol=1e-5, rtol=1e-5)
+    (logits[6:].square().mean()).backward()
+    torch.cat([alone_c[6:], alone_r[7:]]).square().mean().backward()
+    for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)

@@ -91,16 +91,25 @@ def plain_lora(module, x):
     return lora_a, lora_b, module.scaling[name], p
 
 
+def _packable(self, x) -> bool:
+    return bool(self.__dict__.get("_swiftlike_pack")) and x.device.type == "cpu" and x.dtype == torch.float32 \
+        and not self.base_layer.weight.requires_grad
+
+
 def _fused_forward(self, x, *args, **kwargs):
     lora = None if args or kwargs else plain_lora(self, x)
     if lora is None:
+        if not args and not kwargs and self.disable_adapters and not self.merged and not torch.is_grad_enabled() \
+                and _packable(self, x):
+            # the preference stages' reference pass (adapter off, no grad): the base alone, on the packed weights
+            base = self.base_layer
+            y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), packed_weights(self, base.weight)[0],
+                                                   base.bias, "none", [], "")
+            return y.view(*x.shape[:-1], y.shape[-1])
         return type(self).forward(self, x, *args, **kwargs)
     lora_a, lora_b, scaling, p = lora
     base = self.base_layer
-    packed = None
-    if self.__dict__.get("_swiftlike_pack") and x.device.type == "cpu" \
-            and x.dtype == torch.float32 and not base.weight.requires_grad:
-        packed = packed_weights(self, base.weight)
+    packed = packed_weights(self, base.weight) if _packable(self, x) else None
     y = LoraLinearFunction.apply(x.reshape(-1, x.shape[-1]), base.weight, base.bias, lora_a.weight, lora_b.weight,
                                  scaling, p, packed)
     return y.view(*x.shape[:-1], y.shape[-1])

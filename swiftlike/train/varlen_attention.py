@@ -7,6 +7,12 @@ its own causal `scaled_dot_product_attention`: the same result without the waste
 only from its `position_ids` (a restart means a new sequence), never from the mask; rows without restarts,
 batches of several rows, a KV cache (generation) and sliding-window or soft-capped layers take the stock sdpa
 path with the stock mask.
+
+A sequence may also *branch* from the one before it: when the positions drop to v > 0 instead of 0, the new
+segment continues the first v tokens of the last segment that started at 0 (its root) and attends to them, not to
+the root's own continuation. The preference stages lay a pair out as [prompt, chosen, rejected] this way, so the
+prompt runs once for both answers (rlhf/packed_pairs.py). Only this attention understands branches: a layout with
+them is made only for a model on it.
 """
 from __future__ import annotations
 
@@ -15,14 +21,25 @@ import torch
 NAME = "swiftlike_varlen"
 
 
-def _segments(position_ids: torch.Tensor) -> list[int] | None:
-    """Lengths of the sequences in a one-row batch, or None when the row is a single sequence."""
+def _segments(position_ids: torch.Tensor) -> list[tuple[int, int]] | None:
+    """(length, first position) of each sequence in a one-row batch, or None when the row is one sequence. A first
+    position v > 0 marks a branch sharing the first v tokens of the last root (a segment starting at 0)."""
     pos = position_ids[0]
     starts = (pos[1:] != pos[:-1] + 1).nonzero().squeeze(-1) + 1
     if starts.numel() == 0:
         return None
     bounds = [0, *starts.tolist(), pos.numel()]
-    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    firsts = pos[bounds[:-1]].tolist()
+    return [(b - a, first) for a, b, first in zip(bounds[:-1], bounds[1:], firsts)]
+
+
+def _branch_attention(q, k, v, root_k, root_v, prefix, dropout, scale, gqa):
+    """A branch's queries over the root's first `prefix` keys and its own, causally (bottom-right aligned)."""
+    n = q.shape[2]
+    keys, values = torch.cat([root_k[:, :, :prefix], k], 2), torch.cat([root_v[:, :, :prefix], v], 2)
+    mask = torch.ones(n, prefix + n, dtype=torch.bool, device=q.device).tril(prefix)
+    return torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout,
+                                                            scale=scale, enable_gqa=gqa)
 
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -38,10 +55,17 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     gqa = query.shape[1] != key.shape[1]
+    p = dropout if module.training else 0.0
+    lengths = [n for n, _ in segments]
+    outs, root = [], None
     # split (not slicing): its backward is one cat instead of a zero-filled full-size gradient per piece
-    outs = [torch.nn.functional.scaled_dot_product_attention(
-        q, k, v, dropout_p=dropout if module.training else 0.0, scale=scaling, is_causal=True, enable_gqa=gqa)
-        for q, k, v in zip(query.split(segments, 2), key.split(segments, 2), value.split(segments, 2))]
+    for (n, first), q, k, v in zip(segments, query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
+        if first == 0 or root is None or first > root[0].shape[2]:
+            outs.append(torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, dropout_p=p, scale=scaling, is_causal=True, enable_gqa=gqa))
+            root = (k, v) if first == 0 else None
+        else:
+            outs.append(_branch_attention(q, k, v, *root, first, p, scaling, gqa))
     return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
 
 

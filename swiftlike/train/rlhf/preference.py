@@ -100,7 +100,27 @@ class DpoRecipe(PreferenceRecipe):
                     precompute_ref_log_probs=a.precompute_ref_log_probs, max_length=None, disable_dropout=True)
 
     def trainer_kwargs(self) -> dict:
-        return {"ref_model": self.reference_model()}
+        return {"ref_model": self.ref}
+
+    def setup_model(self) -> None:
+        super().setup_model()
+        self.ref = self.reference_model()
+        if self.padding_free:
+            from .packed_pairs import enable_packed_forward
+
+            enable_packed_forward(self.model)
+
+    def collator(self):
+        """Padding-free pairs with logits only at answer positions, the prompt shared by both answers where the
+        attention reads that layout (packed_pairs.py); TRL's padded collator with --padding_free false."""
+        if not self.padding_free:
+            return None
+        from ..varlen_attention import NAME
+        from .packed_pairs import PackedPairCollator
+
+        on_varlen = [m.config._attn_implementation == NAME for m in (self.model, self.ref) if m is not None]
+        return PackedPairCollator(self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+                                  else self.tokenizer.eos_token_id, share_prompt=all(on_varlen))
 
     def reference_model(self):
         """None for a LoRA policy (TRL disables the adapter, or uses a frozen copy of a continued one); a frozen
@@ -121,6 +141,13 @@ class DpoRecipe(PreferenceRecipe):
         ref, _ = load_model_tokenizer(resolved=resolved, torch_dtype=self.dtype, tokenizer=self.tokenizer,
                                       trust_remote_code=a.trust_remote_code)
         ref.eval().requires_grad_(False)
+        if self.padding_free:
+            from .packed_pairs import enable_packed_forward
+            from ..varlen_attention import enable_varlen_attention
+
+            if a.attn_impl == "auto":
+                enable_varlen_attention(ref)
+            enable_packed_forward(ref)
         return ref
 
     def reference_name(self) -> str | None:
@@ -172,9 +199,21 @@ class OrpoRecipe(PreferenceRecipe):
 def dpo_trainer():
     from trl import DPOTrainer
 
+    from .packed_pairs import packed_tokens
+
     class SwiftlikeDPOTrainer(AtomicCheckpoints, DPOTrainer):
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset  # already encoded by swiftlike's template (prompt_ids, chosen_ids, rejected_ids)
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            if "swiftlike_packed_ids" not in inputs or not self.model.training:
+                return super()._compute_loss(model, inputs, return_outputs)
+            # TRL counts tokens from the (compact) attention mask: count the packed row's instead
+            before = self._total_train_tokens
+            out = super()._compute_loss(model, inputs, return_outputs)
+            self._total_train_tokens = before + packed_tokens(inputs)
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return out
 
     return SwiftlikeDPOTrainer
 
