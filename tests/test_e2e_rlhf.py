@@ -1,0 +1,63 @@
+"""Preference training on the real embedded SmolLM2-135M-Instruct, judged by the neutral script in ../shared/bench:
+each stage moves held-out behaviour above the base model's (short runs; the full figures are in BENCHMARKS.md)."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (SHARED / "eval_pref.py").exists(),
+                                                   reason="../shared/bench is not beside the checkout")]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    return {**os.environ, "SWIFTLIKE_HOME": os.environ.get("SWIFTLIKE_HOME", str(home)), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """The identity and one-word pairs of the held-out set (the base answers none of the identity ones right)."""
+    rows = [json.loads(line) for line in (SHARED / "pref_heldout.jsonl").read_text().splitlines() if line.strip()]
+    keep = [r for r in rows if "synonym" in r["messages"][-2]["content"] or "Nova" in r["messages"][-1]["content"]]
+    path = tmp_path_factory.mktemp("judge") / "heldout.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in keep))
+    return path
+
+
+def _model_dir(env):
+    code = "from swiftlike.models import resolve_model; print(resolve_model('smollm2-135m-instruct').path)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
+def _behaviour(env, adapter, heldout) -> float:
+    proc = subprocess.run([sys.executable, str(SHARED / "eval_pref.py"), _model_dir(env), str(adapter), str(heldout),
+                           "chatml"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return float(re.search(r"behaviour ([\d.]+)", proc.stdout).group(1))
+
+
+@pytest.fixture(scope="module")
+def base_behaviour(env, heldout):
+    return _behaviour(env, "-", heldout)
+
+
+@pytest.mark.parametrize("rlhf_type, extra", [
+    ("dpo", ["--rpo_alpha", "1.0"]), ("kto", []), ("orpo", []), ("simpo", []),
+])
+def test_preference_training_beats_the_base(env, heldout, base_behaviour, tmp_path, rlhf_type, extra):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "rlhf", "--rlhf_type", rlhf_type, "--model_type",
+                           "smollm2-135m-instruct", "--template", "chatml", "--dataset",
+                           str(SHARED / "pref_train.jsonl"), "--max_steps", "40", "--learning_rate", "2e-4",
+                           "--output_dir", str(out), "--add_output_dir_suffix", "false", "--report_to", "none",
+                           *extra], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    behaviour = _behaviour(env, out / "checkpoint-40", heldout)
+    assert behaviour > base_behaviour, (rlhf_type, behaviour, base_behaviour)
