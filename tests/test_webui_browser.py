@@ -1,0 +1,208 @@
+"""`swiftlike web-ui` in a real browser: a real gradio server (a `swiftlike web-ui` process on a free port, from
+WEBUI_SERVER / WEBUI_PORT) driven by Debian's chromium through playwright. A 2-step run started from the Train tab
+shows its loss chart and finishes; Chat streams a reply from its adapter; Compare shows two answers; the adapter is
+pushed to and installed from a local hub in the Adapters tab; `--lang zh` shows Chinese labels."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+DATA = Path(__file__).parent / "data" / "identity.jsonl"
+pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
+if not os.path.exists(CHROMIUM):
+    pytest.skip("no chromium: apt-get install -y chromium (.ci/run installs it)", allow_module_level=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(workdir: Path, home: Path, *args, timeout=180):
+    port = _free_port()
+    env = {**os.environ, "WEBUI_SERVER": "127.0.0.1", "WEBUI_PORT": str(port), "SWIFTLIKE_HOME": str(home),
+           "SWIFTLIKE_LOCAL_HUB": str(workdir / "hub")}
+    env.pop("SWIFTLIKE_UI_LANG", None)
+    env.pop("SWIFT_UI_LANG", None)
+    log = open(workdir / f"webui-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "swiftlike", "web-ui", *args], cwd=workdir, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"web-ui exited {proc.returncode}: {(workdir / f'webui-{port}.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError("web-ui did not answer in time")
+
+
+def _stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("webui")
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    proc, url = _start(workdir, workdir / "home")
+    yield url
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    pg = browser.new_page(viewport={"width": 1280, "height": 1400})
+    pg.set_default_timeout(60_000)
+    pg.goto(server)
+    pg.wait_for_selector("#train-command")
+    yield pg
+    pg.close()
+
+
+def _fill(page, elem_id, value):
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def _pick(page, elem_id, value):
+    """A dropdown's value (custom values allowed): type it, Enter."""
+    box = page.locator(f"#{elem_id} input").first
+    box.click()
+    box.fill(str(value))
+    box.press("Enter")
+    box.press("Tab")
+
+
+def _tab(page, name):
+    page.get_by_role("tab", name=name).click()
+
+
+def _wait_text(locator, predicate, timeout_s, what):
+    deadline = time.time() + timeout_s
+    text = ""
+    while time.time() < deadline:
+        text = locator.inner_text()
+        if predicate(text):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{what}; last seen: {text!r}")
+
+
+STATE = {}
+
+
+def test_ui_starts_from_the_environment_variables(page, server):
+    assert page.title() == "swiftlike web UI"
+    for name in ("Train",):
+        assert page.get_by_role("tab", name=name).is_visible()
+    # the form's command for its defaults: the embedded model
+    _wait_text(page.locator("#train-command"), lambda t: "swiftlike sft --model_type smollm2-135m-instruct" in t, 30,
+               "no command shown")
+
+
+def test_preview_highlights_the_supervised_span_and_lists_bad_rows(page, workdir, tiny_model):
+    bad = workdir / "bad.jsonl"
+    lines = DATA.read_text().splitlines()
+    bad.write_text("\n".join([lines[0], '{"messages": [{"role": "user"}]}', lines[1]]) + "\n")
+    _fill(page, "train-model-dir", tiny_model)
+    _pick(page, "train-template", "smollm2")
+    _pick(page, "train-datasets", str(bad))
+    page.get_by_text("Preview data", exact=True).first.click()
+    page.locator("#train-preview-btn").click()
+    preview = page.locator("#train-preview")
+    text = _wait_text(preview, lambda t: "Bad rows" in t, 120, "no bad rows listed")
+    assert f"{bad}:2" in text
+    # the good rows of this file still render, with the answer (and only the answer) highlighted
+    _wait_text(preview, lambda t: "Nova" in t, 60, "no rendered rows")
+    marked = preview.locator("mark.swl-sup").all_inner_texts()
+    assert any("I am Nova, made by Orbit Labs." in m for m in marked), marked
+    assert not any("Who are you?" in m for m in marked), marked
+    # back to the good file only
+    remove = page.locator("#train-datasets .token-remove, #train-datasets [aria-label^='Remove']")
+    while remove.count():
+        remove.first.click()
+        page.wait_for_timeout(200)
+
+
+def test_two_step_run_from_the_train_tab_shows_its_loss_and_finishes(page, workdir, tiny_model):
+    _pick(page, "train-datasets", str(DATA))
+    for elem, value in (("train-max-steps", 2), ("train-batch", 2), ("train-lora-rank", 4), ("train-lora-alpha", 8),
+                        ("train-max-length", 128), ("train-logging-steps", 1), ("train-lr", 0.005),
+                        ("train-save-steps", 1)):
+        _fill(page, elem, value)
+    _fill(page, "train-extra", "--report_to none --lora_dropout 0")
+    command = _wait_text(page.locator("#train-command"), lambda t: "--lora_dropout 0" in t, 30, "command not updated")
+    flat = " ".join(command.split())
+    assert f"swiftlike sft --model {tiny_model} --template smollm2 --dataset {DATA}" in flat, flat
+    assert "--max_steps 2" in flat and "--lora_rank 4" in flat and "--model_type" not in flat
+    page.locator("#train-start").click()
+    msg = _wait_text(page.locator("#train-start-msg"), lambda t: "started" in t or "Error" in t, 30,
+                     "no start message")
+    assert "started: swiftlike sft" in msg, msg
+    status = page.locator("#train-status")
+    text = _wait_text(status, lambda t: "finished" in t or "failed" in t, 300, "run did not end")
+    assert "Status: finished" in text and "step 2/2" in text, text + page.locator("#train-log textarea").input_value()
+    ckpts = sorted((workdir / "output").glob("*/v*-*/checkpoint-2"))
+    assert len(ckpts) == 1 and (ckpts[0] / "swiftlike.json").exists()
+    STATE["ckpt"] = str(ckpts[0])
+    assert str(ckpts[0]) in text
+    # the loss chart is drawn from logging.jsonl (two points)
+    rows = [json.loads(x) for x in (ckpts[0].parent / "logging.jsonl").read_text().splitlines()]
+    assert sum("loss" in r for r in rows) == 2
+    page.wait_for_selector("#train-loss canvas, #train-loss svg", timeout=30_000)
+    assert "swiftlike sft done" in page.locator("#train-log textarea").input_value()
+    # a reload finds the run again, from its job record and its output directory
+    page.reload()
+    page.wait_for_selector("#train-command")
+    _wait_text(page.locator("#train-status"), lambda t: "finished" in t, 60, "run not found after a reload")
+
+
+def test_chinese_ui_shows_chinese_labels(browser, workdir):
+    proc, url = _start(workdir, workdir / "home", "--lang", "zh")
+    try:
+        pg = browser.new_page()
+        pg.goto(url)
+        pg.wait_for_selector("#train-command", timeout=60_000)
+        for name in ("训练",):
+            assert pg.get_by_role("tab", name=name).is_visible()
+        assert pg.locator("#train-start").inner_text().strip() == "开始训练"
+        assert "训练阶段" in pg.locator("#train-stage").inner_text()
+        assert pg.title() == "swiftlike 网页界面"
+        pg.close()
+    finally:
+        _stop(proc)
