@@ -128,7 +128,7 @@ STATE = {}
 
 def test_ui_starts_from_the_environment_variables(page, server):
     assert page.title() == "swiftlike web UI"
-    for name in ("Train",):
+    for name in ("Train", "Chat", "Compare",):
         assert page.get_by_role("tab", name=name).is_visible()
     # the form's command for its defaults: the embedded model
     _wait_text(page.locator("#train-command"), lambda t: "swiftlike sft --model_type smollm2-135m-instruct" in t, 30,
@@ -192,13 +192,64 @@ def test_two_step_run_from_the_train_tab_shows_its_loss_and_finishes(page, workd
     _wait_text(page.locator("#train-status"), lambda t: "finished" in t, 60, "run not found after a reload")
 
 
+def test_chat_streams_a_reply_from_the_adapter(page):
+    _tab(page, "Chat")
+    page.locator("#chat-refresh").click()
+    _pick(page, "chat-adapter", STATE["ckpt"])
+    page.evaluate("""() => {
+        window.__seen = new Set();
+        const bot = document.querySelector('#chat-bot');
+        new MutationObserver(() => {
+            const msgs = bot.querySelectorAll('[data-testid="bot"]');
+            if (msgs.length) window.__seen.add(msgs[msgs.length - 1].innerText);
+        }).observe(bot, {subtree: true, childList: true, characterData: true});
+    }""")
+    # a 2-step adapter on a random model: greedy decoding repeats one token, a repetition penalty makes it talk
+    _fill(page, "chat-max-new", 40)
+    page.locator("#chat-rep input[type=number]").fill("1.5")
+    page.locator("#chat-rep input[type=number]").press("Tab")
+    _fill(page, "chat-message", "Who are you?")
+    page.locator("#chat-send").click()
+    note = _wait_text(page.locator("#chat-note"), lambda t: STATE["ckpt"] in t or "Error" in t, 180,
+                      "no model loaded")
+    assert "Error" not in note, note
+    bot = page.locator('#chat-bot [data-testid="bot"]').last
+    _wait_text(bot, lambda t: len(t.strip()) > 0, 60, "no reply")
+    page.wait_for_timeout(3000)
+    seen = [s for s in page.evaluate("() => Array.from(window.__seen)") if s.strip()]
+    assert len(seen) >= 2, f"the reply did not arrive in pieces: {seen!r}"
+    user = page.locator('#chat-bot [data-testid="user"]').last.inner_text()
+    assert "Who are you?" in user
+
+
+def test_compare_shows_two_answers(page, tiny_model):
+    _tab(page, "Compare")
+    _fill(page, "compare-base-dir", tiny_model)
+    _pick(page, "compare-template", "smollm2")  # B is the bare base: a model dir of no registered type
+    _pick(page, "compare-adapter-a", STATE["ckpt"])
+    _fill(page, "compare-max-new", 24)
+    page.locator("#compare-rep input[type=number]").fill("1.5")
+    page.locator("#compare-rep input[type=number]").press("Tab")
+    _fill(page, "compare-prompt", "Who made you?")
+    page.locator("#compare-go").click()
+    a, b = page.locator("#compare-answer-a textarea"), page.locator("#compare-answer-b textarea")
+
+    def done(_):
+        va, vb = a.input_value(), b.input_value()
+        return va.strip() and vb.strip() and "loading" not in va + vb
+
+    _wait_text(page.locator("#compare-answer-b"), done, 180, "two answers not shown")
+    assert not a.input_value().startswith("Error") and not b.input_value().startswith("Error"), (a.input_value(),
+                                                                                                  b.input_value())
+
+
 def test_chinese_ui_shows_chinese_labels(browser, workdir):
     proc, url = _start(workdir, workdir / "home", "--lang", "zh")
     try:
         pg = browser.new_page()
         pg.goto(url)
         pg.wait_for_selector("#train-command", timeout=60_000)
-        for name in ("训练",):
+        for name in ("训练", "对话", "对比",):
             assert pg.get_by_role("tab", name=name).is_visible()
         assert pg.locator("#train-start").inner_text().strip() == "开始训练"
         assert "训练阶段" in pg.locator("#train-stage").inner_text()

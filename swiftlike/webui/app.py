@@ -5,7 +5,7 @@ import sys
 
 import gradio as gr
 
-from . import train_tab
+from . import chat_tab, train_tab
 from .common import CSS
 from .i18n import labels
 from .settings import UISettings
@@ -19,6 +19,10 @@ def build_app(settings: UISettings) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab(L("tab_train"), id="train", elem_id="tab-train"):
                 loads.append(train_tab.build(settings, L))
+            with gr.Tab(L("tab_chat"), id="chat", elem_id="tab-chat"):
+                loads.append(chat_tab.build_chat(settings, L))
+            with gr.Tab(L("tab_compare"), id="compare", elem_id="tab-compare"):
+                loads.append(chat_tab.build_compare(settings, L))
         # a page load (a reload, a new browser) finds the runs, checkpoints and adapters again
         for hooks in loads:
             for name in ("load", "command"):

@@ -74,6 +74,7 @@ LABELS: dict[str, tuple[str, str]] = {
     # chat
     "base_model": ("Base model type (empty: the adapter's base)", "基座模型类型（留空：使用适配器的基座）"),
     "base_dir": ("Or a base model directory", "或基座模型目录"),
+    "chat_template": ("Chat template (empty: the checkpoint's)", "对话模板（留空：使用检查点的）"),
     "adapter": ("Adapter: checkpoint, installed adapter or hub ref (empty: base only)",
                 "适配器：检查点、已安装适配器或 hub 引用（留空：仅基座）"),
     "adapter_a": ("Adapter A (empty: base only)", "适配器 A（留空：仅基座）"),
