@@ -128,7 +128,7 @@ STATE = {}
 
 def test_ui_starts_from_the_environment_variables(page, server):
     assert page.title() == "swiftlike web UI"
-    for name in ("Train", "Chat", "Compare",):
+    for name in ("Train", "Chat", "Compare", "Adapters",):
         assert page.get_by_role("tab", name=name).is_visible()
     # the form's command for its defaults: the embedded model
     _wait_text(page.locator("#train-command"), lambda t: "swiftlike sft --model_type smollm2-135m-instruct" in t, 30,
@@ -243,13 +243,39 @@ def test_compare_shows_two_answers(page, tiny_model):
                                                                                                   b.input_value())
 
 
+def test_adapter_pushed_and_installed_from_a_local_hub(page, workdir):
+    _tab(page, "Adapters")
+    page.get_by_text("Push a checkpoint", exact=True).first.click()
+    _fill(page, "adapters-push-dir", STATE["ckpt"])
+    _fill(page, "adapters-push-ref", "local:acme/nova")
+    page.locator("#adapters-push").click()
+    result = page.locator("#adapters-result")
+    text = _wait_text(result, lambda t: "pushed" in t or "Error" in t, 60, "no push result")
+    assert "-> local:acme/nova" in text, text
+    assert (workdir / "hub" / "acme" / "nova").is_dir()
+    _fill(page, "adapters-ref", "local:acme/nova")
+    page.locator("#adapters-install").click()
+    text = _wait_text(result, lambda t: "installed" in t or "Error" in t, 60, "no install result")
+    assert "installed local:acme/nova" in text and " as nova" in text, text
+    table = page.locator("#adapters-table")
+    _wait_text(table, lambda t: "nova" in t and "lora" in t, 30, "adapter not listed")
+    page.locator("#adapters-verify").click()
+    _wait_text(result, lambda t: t.startswith("ok: nova"), 30, "verify did not pass")
+    # a tampered file is refused in the CLI's words
+    config = workdir / "home" / "adapters" / "nova" / "adapter_config.json"
+    config.write_text(config.read_text().replace('"r": 4', '"r": 5'))
+    page.locator("#adapters-verify").click()
+    text = _wait_text(result, lambda t: "Error" in t, 30, "tampering not reported")
+    assert "adapter_config.json: sha256 mismatch" in text
+
+
 def test_chinese_ui_shows_chinese_labels(browser, workdir):
     proc, url = _start(workdir, workdir / "home", "--lang", "zh")
     try:
         pg = browser.new_page()
         pg.goto(url)
         pg.wait_for_selector("#train-command", timeout=60_000)
-        for name in ("训练", "对话", "对比",):
+        for name in ("训练", "对话", "对比", "适配器",):
             assert pg.get_by_role("tab", name=name).is_visible()
         assert pg.locator("#train-start").inner_text().strip() == "开始训练"
         assert "训练阶段" in pg.locator("#train-stage").inner_text()

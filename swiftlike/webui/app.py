@@ -5,7 +5,7 @@ import sys
 
 import gradio as gr
 
-from . import chat_tab, train_tab
+from . import adapters_tab, chat_tab, train_tab
 from .common import CSS
 from .i18n import labels
 from .settings import UISettings
@@ -23,6 +23,8 @@ def build_app(settings: UISettings) -> gr.Blocks:
                 loads.append(chat_tab.build_chat(settings, L))
             with gr.Tab(L("tab_compare"), id="compare", elem_id="tab-compare"):
                 loads.append(chat_tab.build_compare(settings, L))
+            with gr.Tab(L("tab_adapters"), id="adapters", elem_id="tab-adapters"):
+                loads.append(adapters_tab.build(settings, L))
         # a page load (a reload, a new browser) finds the runs, checkpoints and adapters again
         for hooks in loads:
             for name in ("load", "command"):
