@@ -128,7 +128,7 @@ STATE = {}
 
 def test_ui_starts_from_the_environment_variables(page, server):
     assert page.title() == "swiftlike web UI"
-    for name in ("Train", "Chat", "Compare", "Adapters",):
+    for name in ("Train", "Chat", "Compare", "Adapters", "Export"):
         assert page.get_by_role("tab", name=name).is_visible()
     # the form's command for its defaults: the embedded model
     _wait_text(page.locator("#train-command"), lambda t: "swiftlike sft --model_type smollm2-135m-instruct" in t, 30,
@@ -275,7 +275,7 @@ def test_chinese_ui_shows_chinese_labels(browser, workdir):
         pg = browser.new_page()
         pg.goto(url)
         pg.wait_for_selector("#train-command", timeout=60_000)
-        for name in ("训练", "对话", "对比", "适配器",):
+        for name in ("训练", "对话", "对比", "适配器", "导出"):
             assert pg.get_by_role("tab", name=name).is_visible()
         assert pg.locator("#train-start").inner_text().strip() == "开始训练"
         assert "训练阶段" in pg.locator("#train-stage").inner_text()

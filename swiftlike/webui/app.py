@@ -5,7 +5,7 @@ import sys
 
 import gradio as gr
 
-from . import adapters_tab, chat_tab, train_tab
+from . import adapters_tab, chat_tab, export_tab, train_tab
 from .common import CSS
 from .i18n import labels
 from .settings import UISettings
@@ -25,6 +25,8 @@ def build_app(settings: UISettings) -> gr.Blocks:
                 loads.append(chat_tab.build_compare(settings, L))
             with gr.Tab(L("tab_adapters"), id="adapters", elem_id="tab-adapters"):
                 loads.append(adapters_tab.build(settings, L))
+            with gr.Tab(L("tab_export"), id="export", elem_id="tab-export"):
+                loads.append(export_tab.build(settings, L))
         # a page load (a reload, a new browser) finds the runs, checkpoints and adapters again
         for hooks in loads:
             for name in ("load", "command"):
