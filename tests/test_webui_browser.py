@@ -4,6 +4,7 @@ shows its loss chart and finishes; Chat streams a reply from its adapter; Compar
 pushed to and installed from a local hub in the Adapters tab; `--lang zh` shows Chinese labels."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -159,12 +160,18 @@ def test_preview_highlights_the_supervised_span_and_lists_bad_rows(page, workdir
         page.wait_for_timeout(200)
 
 
-def test_two_step_run_from_the_train_tab_shows_its_loss_and_finishes(page, workdir, tiny_model):
+def _train_form(page, tiny_model, max_steps):
+    _fill(page, "train-model-dir", tiny_model)
+    _pick(page, "train-template", "smollm2")
     _pick(page, "train-datasets", str(DATA))
-    for elem, value in (("train-max-steps", 2), ("train-batch", 2), ("train-lora-rank", 4), ("train-lora-alpha", 8),
-                        ("train-max-length", 128), ("train-logging-steps", 1), ("train-lr", 0.005),
-                        ("train-save-steps", 1)):
+    for elem, value in (("train-max-steps", max_steps), ("train-batch", 2), ("train-lora-rank", 4),
+                        ("train-lora-alpha", 8), ("train-max-length", 128), ("train-logging-steps", 1),
+                        ("train-lr", 0.005), ("train-save-steps", 1)):
         _fill(page, elem, value)
+
+
+def test_two_step_run_from_the_train_tab_shows_its_loss_and_finishes(page, workdir, tiny_model):
+    _train_form(page, tiny_model, 2)
     _fill(page, "train-extra", "--report_to none --lora_dropout 0")
     command = _wait_text(page.locator("#train-command"), lambda t: "--lora_dropout 0" in t, 30, "command not updated")
     flat = " ".join(command.split())
@@ -269,6 +276,43 @@ def test_adapter_pushed_and_installed_from_a_local_hub(page, workdir):
     assert "adapter_config.json: sha256 mismatch" in text
 
 
+def test_export_tab_merges_the_adapter(page, workdir):
+    _tab(page, "Export")
+    _pick(page, "export-merge-ckpt", STATE["ckpt"])
+    _fill(page, "export-merge-out", workdir / "merged")
+    page.locator("#export-merge").click()
+    log = page.locator("#export-log textarea")
+    _wait_text(page.locator("#export-log"), lambda t: "[exit" in log.input_value(), 180, "merge did not end")
+    text = log.input_value()
+    assert text.startswith(f"$ swiftlike merge-lora --ckpt_dir {STATE['ckpt']} --output_dir {workdir / 'merged'}")
+    assert "merged model:" in text and text.rstrip().endswith("[exit 0]"), text
+    assert (workdir / "merged" / "config.json").exists()
+    # a path that is not there is refused before anything runs, as the CLI refuses it
+    _pick(page, "export-merge-ckpt", str(workdir / "nope" / "checkpoint-9"))
+    page.locator("#export-merge").click()
+    _wait_text(page.locator("#export-log"), lambda t: "no such directory" in log.input_value(), 30, "no refusal")
+    assert log.input_value().startswith("Error: --ckpt_dir ")
+
+
+def test_stop_ends_a_run_and_keeps_its_last_complete_checkpoint(page, workdir, tiny_model):
+    _tab(page, "Train")
+    _train_form(page, tiny_model, 2000)
+    _wait_text(page.locator("#train-command"), lambda t: "--max_steps 2000" in t, 30, "command not updated")
+    page.locator("#train-start").click()
+    msg = _wait_text(page.locator("#train-start-msg"), lambda t: "started" in t and "2000" in t or "Error" in t, 30,
+                     "no start message")
+    assert "Error" not in msg, msg
+    status = page.locator("#train-status")
+    _wait_text(status, lambda t: "running" in t and "checkpoint-" in t, 240, "no checkpoint while running")
+    page.locator("#train-stop").click()
+    text = _wait_text(status, lambda t: "Status: stopped" in t or "finished" in t, 120, "run did not stop")
+    assert "Status: stopped" in text and "/2000" in text, text
+    run_dir = Path(re.search(r"(\S+/v\d+-\d{8}-\d{6})", text).group(1))
+    checkpoints = sorted(run_dir.glob("checkpoint-*"))
+    assert checkpoints and all((c / "swiftlike.json").exists() for c in checkpoints), checkpoints
+    assert not (run_dir / "checkpoint-2000").exists()
+
+
 def test_chinese_ui_shows_chinese_labels(browser, workdir):
     proc, url = _start(workdir, workdir / "home", "--lang", "zh")
     try:
@@ -280,6 +324,9 @@ def test_chinese_ui_shows_chinese_labels(browser, workdir):
         assert pg.locator("#train-start").inner_text().strip() == "开始训练"
         assert "训练阶段" in pg.locator("#train-stage").inner_text()
         assert pg.title() == "swiftlike 网页界面"
+        # a restarted UI finds the runs again, from the job records and the output directory
+        _wait_text(pg.locator("#train-status"), lambda t: "状态" in t and ("已停止" in t or "已完成" in t), 60,
+                   "runs not found after a restart")
         pg.close()
     finally:
         _stop(proc)
