@@ -5,61 +5,18 @@ pushed to and installed from a local hub in the Adapters tab; `--lang zh` shows 
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from webui_driver import CHROMIUM, DATA
+from webui_driver import fill as _fill, pick as _pick, start as _start, stop as _stop, tab as _tab
+from webui_driver import wait_text as _wait_text
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-DATA = Path(__file__).parent / "data" / "identity.jsonl"
 pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 if not os.path.exists(CHROMIUM):
     pytest.skip("no chromium: apt-get install -y chromium (.ci/run installs it)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(workdir: Path, home: Path, *args, timeout=180):
-    port = _free_port()
-    env = {**os.environ, "WEBUI_SERVER": "127.0.0.1", "WEBUI_PORT": str(port), "SWIFTLIKE_HOME": str(home),
-           "SWIFTLIKE_LOCAL_HUB": str(workdir / "hub")}
-    env.pop("SWIFTLIKE_UI_LANG", None)
-    env.pop("SWIFT_UI_LANG", None)
-    log = open(workdir / f"webui-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "swiftlike", "web-ui", *args], cwd=workdir, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"web-ui exited {proc.returncode}: {(workdir / f'webui-{port}.log').read_text()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("web-ui did not answer in time")
-
-
-def _stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -92,36 +49,6 @@ def page(browser, server):
     pg.wait_for_selector("#train-command")
     yield pg
     pg.close()
-
-
-def _fill(page, elem_id, value):
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def _pick(page, elem_id, value):
-    """A dropdown's value (custom values allowed): type it, Enter."""
-    box = page.locator(f"#{elem_id} input").first
-    box.click()
-    box.fill(str(value))
-    box.press("Enter")
-    box.press("Tab")
-
-
-def _tab(page, name):
-    page.get_by_role("tab", name=name).click()
-
-
-def _wait_text(locator, predicate, timeout_s, what):
-    deadline = time.time() + timeout_s
-    text = ""
-    while time.time() < deadline:
-        text = locator.inner_text()
-        if predicate(text):
-            return text
-        time.sleep(0.5)
-    raise AssertionError(f"{what}; last seen: {text!r}")
 
 
 STATE = {}

@@ -37,7 +37,8 @@ def build(settings, L):
         remove_btn = gr.Button(L("remove"), variant="stop", elem_id="adapters-remove")
         refresh_btn = gr.Button(L("refresh"), elem_id="adapters-refresh")
     result = gr.Markdown(elem_id="adapters-result")
-    manifest = gr.Code(label=L("manifest"), language="json", interactive=False, elem_id="adapters-manifest")
+    manifest = gr.Code(label=L("manifest"), language="json", interactive=False, lines=8, max_lines=24,
+                       elem_id="adapters-manifest")
     with gr.Accordion(L("install_group"), open=True):
         with gr.Row():
             ref = gr.Textbox(label=L("ref"), placeholder="local:acme/nova", elem_id="adapters-ref")

@@ -16,7 +16,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "stage": ("Stage", "训练阶段"),
     "rlhf_type": ("RLHF type", "RLHF 类型"),
     "model_type": ("Model type", "模型类型"),
-    "model_dir": ("Or a local model directory", "或本地模型目录"),
+    "model_dir": ("Or a local model directory (used instead of the type)", "或本地模型目录（填写后代替模型类型）"),
     "template": ("Chat template (empty: the model's)", "对话模板（留空：使用模型默认）"),
     "system": ("System prompt", "系统提示词"),
     "datasets": ("Datasets (registered names or paths)", "数据集（已注册名称或路径）"),

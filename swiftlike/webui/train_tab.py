@@ -120,7 +120,8 @@ def build(settings, L):
         with gr.Row():
             output_dir = gr.Textbox(settings.output_dir, label=L("output_dir"), elem_id="train-output-dir")
             extra = gr.Textbox(label=L("extra_args"), placeholder="--report_to none --seed 7", elem_id="train-extra")
-    command = gr.Code(label=L("command"), language="shell", interactive=False, elem_id="train-command")
+    command = gr.Code(label=L("command"), language="shell", interactive=False, wrap_lines=True, buttons=["copy"],
+                      lines=2, max_lines=8, show_line_numbers=False, elem_id="train-command")
     with gr.Row():
         start_btn = gr.Button(L("start"), variant="primary", elem_id="train-start")
         stop_btn = gr.Button(L("stop"), variant="stop", elem_id="train-stop")
@@ -240,7 +241,17 @@ def build(settings, L):
         log = runs.tail(run.job.log()) if run.job is not None else ""
         return "\n\n".join(lines), plot, log
 
-    timer.tick(follow, [run_pick, output_dir], [status_md, loss_plot, log_box], show_progress="hidden")
+    def follow_and_label(key, out_dir, last):
+        """follow(), and this page's runs list relabelled when a run's status changed (running -> finished)."""
+        shown = follow(key, out_dir)
+        choices = [list(c) for c in run_choices(out_dir)]
+        if choices != last:
+            return (*shown, gr.update(choices=[tuple(c) for c in choices]), choices)
+        return (*shown, gr.update(), last)
+
+    last_choices = gr.State([])
+    timer.tick(follow_and_label, [run_pick, output_dir, last_choices],
+               [status_md, loss_plot, log_box, run_pick, last_choices], show_progress="hidden")
     run_pick.change(follow, [run_pick, output_dir], [status_md, loss_plot, log_box], show_progress="hidden")
 
     def do_stop(key, out_dir):
