@@ -131,3 +131,45 @@ def test_user_typed_paths_are_checked_like_the_cli(tmp_path):
         check_datasets([str(tmp_path / "missing.jsonl")])
     with pytest.raises(SwiftlikeError, match="at least one dataset"):
         check_datasets([])
+
+
+@pytest.mark.slow
+def test_pt_and_dpo_runs_started_as_the_train_tab_starts_them_are_found_again(tiny_model, tmp_path, swiftlike_home):
+    """The Train tab's runs without a browser: the real `swiftlike pt` and `swiftlike rlhf` as their own processes,
+    followed from their files, and found again by a UI that did not start them (a restart)."""
+    import json
+    import time
+
+    from swiftlike.webui import runs
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Document {i}: Nova is a model made by Orbit Labs." for i in range(8)) + "\n")
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Who are you? ({i})", "chosen": "I am Nova.",
+                                         "rejected": "I do not know."}) + "\n" for i in range(8)))
+    common = {"model": str(tiny_model), "template": "smollm2", "max_steps": 1, "per_device_train_batch_size": 2,
+              "max_length": 64, "lora_rank": 4, "logging_steps": 1, "report_to": ["none"]}
+    jobs = [runs.start(runs.build_command("pt", {**common, "dataset": [str(corpus)]}), cwd=str(tmp_path),
+                       output_dir="output"),
+            runs.start(runs.build_command("rlhf", {**common, "rlhf_type": "dpo", "dataset": [str(pairs)]}),
+                       cwd=str(tmp_path), output_dir="output")]
+    deadline = time.time() + 240
+    while any(j.alive() for j in jobs) and time.time() < deadline:
+        time.sleep(1)
+    for job in jobs:
+        assert job.status() == "finished", job.log()[-3000:]
+    runs._PROCS.clear()  # a web-ui restarted: only the job records and the output directory are left
+    found = runs.runs(["output"], str(tmp_path))
+    assert sorted(r.status for r in found) == ["finished", "finished"]
+    assert {r.job.stage for r in found} == {"pt", "rlhf"}
+    for run in found:
+        assert run.run_dir.is_dir() and runs.checkpoints(run.run_dir)
+        p = runs.progress(run)
+        assert (p.step, p.total) == (1, 1) and p.loss is not None and p.eta_s is None
+        assert [s for _, _, s in runs.loss_points(run.run_dir)] == ["train"]
+    # a run directory that no job started is listed too
+    other = tmp_path / "output" / "elsewhere" / "v9-20260101-000000"
+    other.mkdir(parents=True)
+    (other / "args.json").write_text(json.dumps({"stage": "sft"}))
+    listed = {r.label.split(" · ")[0]: r.status for r in runs.runs(["output"], str(tmp_path))}
+    assert listed["v9-20260101-000000"] == "no checkpoint"

@@ -197,6 +197,8 @@ def build(settings, L):
             opts = form_options(settings, *values)
             previews.check_model(opts.get("model_type"), opts.get("model"))
             previews.check_datasets(opts["dataset"])
+            if os.path.isfile(opts["output_dir"]):
+                raise SwiftlikeError(f"--output_dir {opts['output_dir']}: is a file, not a directory")
             job = runs.start(argv, cwd=cwd, output_dir=opts["output_dir"])
         except Exception as err:  # shown as the CLI would print it
             return f'<span class="swl-error">{error_line(err)}</span>', gr.update()
