@@ -257,3 +257,26 @@ def test_chinese_ui_shows_chinese_labels(browser, workdir):
         pg.close()
     finally:
         _stop(proc)
+
+
+def test_auth_is_required_when_given(workdir):
+    """--auth: nothing but the login page answers without the password; the right one opens the app."""
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    proc, url = _start(workdir, workdir / "home", "--auth", "me:secret")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + "config", timeout=10)
+        assert err.value.code == 401
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with pytest.raises(urllib.error.HTTPError):
+            opener.open(url + "login", urllib.parse.urlencode({"username": "me", "password": "nope"}).encode())
+        opener.open(url + "login", urllib.parse.urlencode({"username": "me", "password": "secret"}).encode())
+        with opener.open(url + "config", timeout=10) as r:
+            assert r.status == 200 and "swiftlike web UI" in r.read().decode()
+    finally:
+        _stop(proc)
