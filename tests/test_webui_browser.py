@@ -44,7 +44,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, server):
     pg = browser.new_page(viewport={"width": 1280, "height": 1400})
-    pg.set_default_timeout(60_000)
+    pg.set_default_timeout(180_000)  # generous: CI machines may be loaded
     pg.goto(server)
     pg.wait_for_selector("#train-command")
     yield pg
@@ -123,7 +123,7 @@ def test_two_step_run_from_the_train_tab_shows_its_loss_and_finishes(page, workd
     # a reload finds the run again, from its job record and its output directory
     page.reload()
     page.wait_for_selector("#train-command")
-    _wait_text(page.locator("#train-status"), lambda t: "finished" in t, 60, "run not found after a reload")
+    _wait_text(page.locator("#train-status"), lambda t: "finished" in t, 180, "run not found after a reload")
 
 
 def test_chat_streams_a_reply_from_the_adapter(page):
@@ -245,14 +245,15 @@ def test_chinese_ui_shows_chinese_labels(browser, workdir):
     try:
         pg = browser.new_page()
         pg.goto(url)
-        pg.wait_for_selector("#train-command", timeout=60_000)
+        pg.set_default_timeout(180_000)
+        pg.wait_for_selector("#train-command")
         for name in ("训练", "对话", "对比", "适配器", "导出"):
             assert pg.get_by_role("tab", name=name).is_visible()
         assert pg.locator("#train-start").inner_text().strip() == "开始训练"
         assert "训练阶段" in pg.locator("#train-stage").inner_text()
         assert pg.title() == "swiftlike 网页界面"
         # a restarted UI finds the runs again, from the job records and the output directory
-        _wait_text(pg.locator("#train-status"), lambda t: "状态" in t and ("已停止" in t or "已完成" in t), 60,
+        _wait_text(pg.locator("#train-status"), lambda t: "状态" in t and ("已停止" in t or "已完成" in t), 180,
                    "runs not found after a restart")
         pg.close()
     finally:
