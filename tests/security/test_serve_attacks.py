@@ -313,7 +313,8 @@ def test_big_bodies_are_refused_and_health_keeps_answering(server):
     assert " 413 " in a and " 413 " in c, (a, c)
     assert m.status_code == 422 and "messages" in m.json()["error"]["message"]
     assert p.status_code == 422 and p.json()["error"]["code"] == "context_length_exceeded"
-    assert worst < 1.0, f"/health took {worst:.2f}s"
+    # the figure itself (~0.1 s) is bench/serve_memory.py's; this only catches a loop blocked by the upload
+    assert worst < 3.0, f"/health took {worst:.2f}s"
     r = server.call("POST", "/v1/chat/completions", json=chat_body(base))
     assert r.status_code == 200
 
@@ -328,7 +329,8 @@ def test_an_adapters_own_template_is_rendered_out_of_process_with_limits(server)
     worst, [(slow, seconds)] = health_latency_while(server, lambda: trap("slow"))
     assert slow.status_code == 422 and slow.json()["error"]["code"] == "template_error", slow.text
     assert "longer than 1s" in slow.json()["error"]["message"] and seconds < 5
-    assert worst < 1.0, f"/health took {worst:.2f}s"
+    # the figure itself (~0.1 s) is bench/serve_memory.py's; this only catches a loop blocked by the upload
+    assert worst < 3.0, f"/health took {worst:.2f}s"
     big, _ = trap("big")
     assert big.status_code == 422 and "longer than" in big.json()["error"]["message"]
     bomb, _ = trap("bomb")
