@@ -1,6 +1,7 @@
 """`swiftlike serve` options (a light module: the CLI builds its flags from them without importing torch)."""
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,3 +35,13 @@ class ServeArguments(ModelArguments):
     max_connections: int = arg(1024, "Open connections served at once; requests beyond are answered 503.")
     force: bool = arg(False, "Serve adapters trained on another base.")
     log_level: str = arg("info", "uvicorn log level: critical, error, warning, info, debug.")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only answers this machine (serve and web-ui demand auth otherwise)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -2,14 +2,13 @@
 adapter pool, the engine, tenants and limits."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..registry import SwiftlikeError
-from .arguments import ServeArguments
+from .arguments import ServeArguments, is_loopback
 from .auth import Auth
 from .engine import Engine
 from .http import answered_hosts
@@ -18,15 +17,6 @@ from .lora import LoraContext, ResidentAdapter, lora_config, read_lora, wrap_lin
 from .metrics import Metrics
 from .pool import AdapterPool
 from .render import TemplateRenderer
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_source(source: str, base=None) -> Path:

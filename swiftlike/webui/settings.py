@@ -2,12 +2,12 @@
 WEBUI_SERVER / WEBUI_PORT / SWIFT_UI_LANG names). Decided before gradio loads, so a refusal is one quick line."""
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Optional
 
 from ..registry import SwiftlikeError
+from ..serve.arguments import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -25,15 +25,6 @@ class UISettings:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _port(value, where: str) -> int:
