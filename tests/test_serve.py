@@ -256,6 +256,13 @@ def test_max_tokens_capped_and_bad_json(main_server):
     assert r.status_code == 422 and r.json()["error"]["param"] == "prompt"
 
 
+def wait_until(condition, timeout=120.0):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, "the traffic never reached the expected state"
+        time.sleep(0.05)
+
+
 def test_replace_and_remove_during_traffic(main_server, adapters, tiny_model):
     """Requests keep hitting adapter `hot` while the admin loads, replaces and removes it: each answer is exactly
     what its version's weights give, requests after a change see it, and a request in flight across a replacement
@@ -290,10 +297,11 @@ def test_replace_and_remove_during_traffic(main_server, adapters, tiny_model):
     chunks = [json.loads(x[6:]) for x in [first] + rest if x != "data: [DONE]"]
     assert {c["system_fingerprint"] for c in chunks} == {"hot:v1"}
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == long_ref
-    time.sleep(0.3)
+    # wait for the traffic to reach each state (a slow, loaded machine answers a request in seconds, not ms)
+    wait_until(lambda: any(st == 200 and b["system_fingerprint"] == "hot:v2" for _, _, st, b in results))
     assert s.call("DELETE", "/v1/adapters/hot", admin).json() == {"name": "hot", "deleted": True}
     removed_at = time.time()
-    time.sleep(0.2)
+    wait_until(lambda: any(st == 404 for _, _, st, _ in results))
     stop.set()
     for t in threads:
         t.join()
@@ -317,8 +325,10 @@ def test_replace_and_remove_during_traffic(main_server, adapters, tiny_model):
     gone = s.call("POST", "/v1/adapters", admin, json={"name": "hot", "source": "/no/such/adapter"})
     assert gone.status_code == 400 and "no such directory" in gone.json()["error"]["message"]
     assert s.call("POST", "/v1/adapters", admin, json={"name": "../x", "source": "/"}).status_code == 422
+    before = {a["name"]: a for a in s.call("GET", "/v1/adapters", admin).json()["data"]}["a0"]["requests"]
+    assert s.chat("a0", KEYS["acme"]).status_code == 200
     listing = {a["name"]: a for a in s.call("GET", "/v1/adapters", admin).json()["data"]}
-    assert listing["hot"]["version"] == 4 and listing["a0"]["requests"] >= 1
+    assert listing["hot"]["version"] == 4 and listing["a0"]["requests"] == before + 1
     metrics = s.call("GET", "/metrics", admin).text
     for series in ('swiftlike_requests_total{endpoint="/v1/chat/completions",status="200"}',
                    'swiftlike_requests_total{endpoint="/v1/chat/completions",status="404"}',

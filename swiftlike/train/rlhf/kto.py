@@ -8,6 +8,7 @@ from .preference import DpoRecipe, _encoded
 
 class KtoRecipe(DpoRecipe):
     data_kind = "kto"
+    packs_pairs = False  # rows are single answers (plus TRL's KL rotation): TRL's padded collator batches them
 
     def config_class(self):
         from trl import KTOConfig

@@ -80,6 +80,8 @@ class DpoRecipe(PreferenceRecipe):
     """DPO: TRL's DPOTrainer. The reference for LoRA is the model with the adapter disabled (or, when training
     continues an --adapters adapter, a frozen copy of that adapter): no second copy of the base weights."""
 
+    packs_pairs = True  # rows are (prompt, chosen, rejected): packed_pairs.py lays them out without padding
+
     def config_class(self):
         from trl import DPOConfig
 
@@ -105,7 +107,7 @@ class DpoRecipe(PreferenceRecipe):
     def setup_model(self) -> None:
         super().setup_model()
         self.ref = self.reference_model()
-        if self.padding_free:
+        if self.padding_free and self.packs_pairs:
             from .packed_pairs import enable_packed_forward
 
             enable_packed_forward(self.model)
@@ -113,7 +115,7 @@ class DpoRecipe(PreferenceRecipe):
     def collator(self):
         """Padding-free pairs with logits only at answer positions, the prompt shared by both answers where the
         attention reads that layout (packed_pairs.py); TRL's padded collator with --padding_free false."""
-        if not self.padding_free:
+        if not (self.padding_free and self.packs_pairs):
             return None
         from ..varlen_attention import NAME
         from .packed_pairs import PackedPairCollator
@@ -141,7 +143,7 @@ class DpoRecipe(PreferenceRecipe):
         ref, _ = load_model_tokenizer(resolved=resolved, torch_dtype=self.dtype, tokenizer=self.tokenizer,
                                       trust_remote_code=a.trust_remote_code)
         ref.eval().requires_grad_(False)
-        if self.padding_free:
+        if self.padding_free and self.packs_pairs:
             from .packed_pairs import enable_packed_forward
             from ..varlen_attention import enable_varlen_attention
 
