@@ -7,7 +7,7 @@ import functools
 import inspect
 
 from ...registry import SwiftlikeError, get_registry, resolve_callable
-from ..trainer import AtomicCheckpoints
+from ..atomic_checkpoints import AtomicCheckpoints
 from .preference import PreferenceRecipe
 
 

@@ -1,7 +1,7 @@
 """KTO: unpaired answers labelled desirable or not, on TRL's KTOTrainer; rows encoded by swiftlike's template."""
 from __future__ import annotations
 
-from ..trainer import AtomicCheckpoints
+from ..atomic_checkpoints import AtomicCheckpoints
 from .encode import encode_kto
 from .preference import DpoRecipe, _encoded
 

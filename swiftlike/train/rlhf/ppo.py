@@ -5,7 +5,7 @@ base with the adapter disabled."""
 from __future__ import annotations
 
 from ...registry import SwiftlikeError
-from ..trainer import AtomicCheckpoints
+from ..atomic_checkpoints import AtomicCheckpoints
 from .preference import PreferenceRecipe
 
 
@@ -16,11 +16,12 @@ class PpoRecipe(PreferenceRecipe):
         super().check()
         if not self.args.reward_model:
             raise SwiftlikeError("--rlhf_type ppo needs --reward_model CHECKPOINT (train one with --rlhf_type rm)")
-        try:
-            import trl.experimental.ppo  # noqa: F401
-        except ImportError:
+        from importlib.metadata import version
+
+        # the installed version, not an import: importing trl's PPO takes seconds, and this is the argument check
+        if tuple(int(p) for p in version("trl").split(".")[:2] if p.isdigit()) >= (1, 13):
             raise SwiftlikeError("--rlhf_type ppo needs TRL's PPO trainer, which TRL 1.13 removed: "
-                                 "pip install 'trl>=1.0,<1.13'") from None
+                                 "pip install 'trl>=1.0,<1.13'")
         from ...checkpoint import read_manifest, saved_args
 
         given = self.args.reward_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...registry import SwiftlikeError
 from ..recipe import TrainingRecipe
-from ..trainer import AtomicCheckpoints
+from ..atomic_checkpoints import AtomicCheckpoints
 from .arguments import DEFAULT_BETA
 from .encode import encode_pair, encode_rows
 

@@ -4,7 +4,7 @@ saved in the adapter (PEFT's modules_to_save), so the checkpoint is a complete r
 from __future__ import annotations
 
 from ...registry import SwiftlikeError
-from ..trainer import AtomicCheckpoints
+from ..atomic_checkpoints import AtomicCheckpoints
 from .preference import PreferenceRecipe
 
 

@@ -1,0 +1,50 @@
+"""Atomic checkpoints for any transformers Trainer, in a module light enough for the stages to import before they
+check their arguments (torch loads only when a checkpoint is saved)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+STAGING = ".staging"
+
+
+class AtomicCheckpoints:
+    """Mixin for any transformers Trainer (ours, TRL's): each checkpoint is written into a staging dir, completed by
+    `after_checkpoint_save(staged_dir, trainer)` (template, args, card, manifest), then renamed into place, so a
+    kill never leaves half a checkpoint that resume would pick up."""
+
+    def __init__(self, *a, after_checkpoint_save=None, **kw):
+        super().__init__(*a, **kw)
+        self.after_checkpoint_save = after_checkpoint_save
+        self._staging = False
+
+    def _get_output_dir(self, trial):
+        out = super()._get_output_dir(trial)
+        return os.path.join(out, STAGING) if self._staging else out
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = super()._get_output_dir(trial)
+        self._staging = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = False
+        name = f"checkpoint-{self.state.global_step}"
+        staged = Path(run_dir) / STAGING / name
+        final = Path(run_dir) / name
+        if self.args.should_save:
+            if self.after_checkpoint_save is not None:
+                self.after_checkpoint_save(staged, self)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            shutil.rmtree(Path(run_dir) / STAGING, ignore_errors=True)
+            from transformers.trainer_utils import rotate_checkpoints
+
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        import torch
+
+        if self.args.parallel_mode.value == "distributed" and torch.distributed.is_initialized():
+            torch.distributed.barrier()
