@@ -202,6 +202,11 @@ def test_merge_refuses_quantized_base(tiny_model, tmp_path):
         to_gguf(result["last_checkpoint"], gguf)
     assert not gguf.exists()
     assert to_gguf(result["last_checkpoint"], gguf, dequantize=True).read_bytes()[:4] == b"GGUF"
+    from swiftlike.export import to_quantized
+
+    with pytest.raises(SwiftlikeError, match="4-bit base.*--dequantize"):
+        to_quantized(result["last_checkpoint"], tmp_path / "bnb", method="bnb", bits=4, dataset=[str(DATA)])
+    assert not (tmp_path / "bnb").exists()
 
 
 def test_adapter_on_other_base_is_refused(lora_run, tmp_path, tokenizer_dir):

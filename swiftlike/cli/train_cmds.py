@@ -224,10 +224,14 @@ def export(**kwargs):
 
         if not args.to:
             raise SwiftlikeError("export --quant_method needs --to DIR (the quantized model's directory)")
-        out = to_quantized(args.ckpt_dir, args.to, method=args.quant_method, bits=args.quant_bits,
-                           dataset=args.dataset, val_dataset=args.val_dataset, dequantize=args.dequantize,
-                           force=args.force, overwrite=args.overwrite, options=args.model_arguments())
-        click.echo(f"exported {args.ckpt_dir} -> {out} ({args.quant_method} {args.quant_bits}-bit)")
+        report = to_quantized(args.ckpt_dir, args.to, method=args.quant_method, bits=args.quant_bits,
+                              dataset=args.dataset, val_dataset=args.val_dataset, dequantize=args.dequantize,
+                              force=args.force, overwrite=args.overwrite, options=args.model_arguments())
+        held = report["heldout"]
+        click.echo(f"exported {args.ckpt_dir} -> {report['dir']} ({args.quant_method} {args.quant_bits}-bit)\n"
+                   f"  held-out loss on {held['rows']} rows: fp32 {held['fp32_loss']:.4f}  "
+                   f"{args.quant_method}-{args.quant_bits}bit {held['quantized_loss']:.4f}  "
+                   f"(delta {held['delta']:+.4f}; {report['dir']}/quantization.json)")
         return
     if not args.to:
         raise SwiftlikeError("export needs --to DIR_OR_HUB_REF, --to_gguf OUT.gguf, or --quant_method M --to DIR")

@@ -15,13 +15,29 @@ def heldout_rows(datasets, *, limit: int = 0) -> list:
     return rows[:limit] if limit > 0 else rows
 
 
+def scoring_template(template):
+    """A template that marks the response tokens. A checkpoint's own template text is saved without its
+    `{% generation %}` markers (as shipped to other tools); the registered template of that name has them."""
+    from ..registry import get_registry
+    from ..templates import get_template
+    from ..templates.jinja_env import strip_generation
+
+    if strip_generation(template.source) != template.source:
+        return template
+    registered = get_registry().templates
+    if template.name in registered:
+        return get_template(template.name, template.tokenizer, system=template.system)
+    raise SwiftlikeError(f"template {template.name!r} does not mark the response tokens to score; pass --template "
+                         f"NAME (see `swiftlike templates list`)")
+
+
 def heldout_loss(model, template, rows: list) -> float:
     """Token-weighted mean loss of `model` on the response tokens of `rows`, one row at a time (no padding)."""
     import torch
 
     from ..data import encode_dataset
 
-    encoded, _ = encode_dataset(rows, template, cache_dir=False)
+    encoded, _ = encode_dataset(rows, scoring_template(template), cache_dir=False)
     total, count = 0.0, 0
     device = next(model.parameters()).device
     with torch.no_grad():

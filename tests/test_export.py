@@ -1,5 +1,5 @@
-"""`swiftlike export --to_gguf`: the merged model as one GGUF file, read back by transformers (`gguf_file=`) and
-answering as the merged model does."""
+"""`swiftlike export --to_gguf` (the merged model as one GGUF file, read back by transformers with `gguf_file=` and
+answering as the merged model does) and `--quant_method` (a quantized model dir with its held-out loss)."""
 import json
 import os
 import shutil
@@ -18,6 +18,8 @@ DATA = Path(__file__).parent / "data" / "identity.jsonl"
 PROMPT = [{"role": "user", "content": "Who are you?"}]
 # q8_0 (8-bit blocks of 32 with one f16 scale) may move the held-out loss by at most this much (nats per token)
 Q8_0_LOSS_BOUND = 0.02
+# bitsandbytes on the tiny LoRA-merged llama: nf4 4-bit / int8 8-bit may move the held-out loss by at most this much
+BNB_LOSS_BOUND = {4: 0.05, 8: 0.01}
 
 
 def _cli(*args):
@@ -211,3 +213,53 @@ def test_gguf_refuses_before_loading(lora_ckpt, tmp_path):
     proc = _cli("export", "--ckpt_dir", gemma, "--to_gguf", tmp_path / "g.gguf")
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "GemmaForCausalLM" in proc.stderr
 
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_bnb_export_of_lora_adapter_loads_with_its_heldout_loss(lora_ckpt, merged, bits, tmp_path):
+    import bitsandbytes as bnb
+
+    from swiftlike.export import to_quantized
+    from swiftlike.export.heldout import heldout_loss, heldout_rows
+    from swiftlike.models.load import load_tokenizer
+    from swiftlike.templates import get_template
+
+    report = to_quantized(lora_ckpt, tmp_path / "q", method="bnb", bits=bits, dataset=[str(DATA)])
+    out = Path(report["dir"])
+    assert [p.name for p in tmp_path.iterdir()] == ["q"]  # staged beside it and renamed, the fp32 copy gone
+    assert json.loads((out / "quantization.json").read_text()) == {k: v for k, v in report.items() if k != "dir"}
+    model = _hf(out)  # transformers reads the quantization config the directory carries
+    kind = bnb.nn.Linear4bit if bits == 4 else bnb.nn.Linear8bitLt
+    assert isinstance(model.model.layers[0].self_attn.q_proj, kind)
+    template = get_template("smollm2", load_tokenizer(out))
+    rows = heldout_rows([str(DATA)])
+    held = report["heldout"]
+    assert held["rows"] == len(rows) == 8
+    assert held["fp32_loss"] == pytest.approx(heldout_loss(_hf(merged), template, rows), abs=1e-4)
+    assert held["quantized_loss"] == pytest.approx(heldout_loss(model, template, rows), abs=1e-4)
+    assert abs(held["delta"]) < BNB_LOSS_BOUND[bits], held
+
+
+def test_quantized_export_refuses_before_loading(lora_ckpt, tmp_path):
+    from swiftlike.export import to_quantized
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("mine")
+    data = [str(DATA)]
+    for kwargs, message in [
+        (dict(to=keep, method="bnb", bits=4, dataset=data), "exists and is not empty; .* --overwrite"),
+        (dict(to=tmp_path / "a", method="bnb", bits=3, dataset=data), "--quant_bits 3: use 4 or 8"),
+        (dict(to=tmp_path / "a", method="fp8", bits=8, dataset=data), "--quant_method fp8: use bnb, gptq, awq"),
+        (dict(to=tmp_path / "a", method="bnb", bits=4), "needs held-out rows"),
+        (dict(to="hf:me/q", method="bnb", bits=4, dataset=data), "written to a directory"),
+    ]:
+        with pytest.raises(SwiftlikeError, match=message):
+            to_quantized(lora_ckpt, **kwargs)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep"] and (keep / "mine.txt").read_text() == "mine"
+    for method in ("gptq", "awq"):  # GPU methods: one line, before any model or library loads
+        proc = _cli("export", "--ckpt_dir", lora_ckpt, "--quant_method", method, "--quant_bits", 4, "--to",
+                    tmp_path / "g", "--dataset", DATA)
+        assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert "CUDA" in proc.stderr and "--quant_method bnb" in proc.stderr
+    assert not (tmp_path / "g").exists()
