@@ -209,7 +209,15 @@ def test_gguf_refuses_before_loading(lora_ckpt, tmp_path):
         to_gguf(gemma, tmp_path / "g.gguf")
     with pytest.raises(SwiftlikeError, match="--gguf_type q4_k: use f16 or q8_0"):
         to_gguf(lora_ckpt, tmp_path / "k.gguf", gguf_type="q4_k")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.gguf", "gemma"] and out.read_bytes() == b"mine"
+    spm = tmp_path / "llama2"
+    spm.mkdir()  # a llama whose tokenizer is sentencepiece-style (byte-fallback BPE), as Llama 2's: no weights read
+    (spm / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"}))
+    (spm / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "byte_fallback": True, "vocab": {},
+                                                              "merges": []}, "decoder": {"type": "Sequence"}}))
+    with pytest.raises(SwiftlikeError, match="sentencepiece-style .* not supported yet"):
+        to_gguf(spm, tmp_path / "s.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.gguf", "gemma", "llama2"]
+    assert out.read_bytes() == b"mine"
     proc = _cli("export", "--ckpt_dir", gemma, "--to_gguf", tmp_path / "g.gguf")
     assert proc.returncode != 0 and proc.stderr.strip().count("\n") == 0 and "GemmaForCausalLM" in proc.stderr
 

@@ -24,7 +24,8 @@ def to_gguf(ckpt_dir, out, *, gguf_type="f16", dequantize=False, force=False, ov
             options: ModelArguments | None = None) -> Path:
     """Write checkpoint `ckpt_dir` (an adapter merged into its base, or a full model) to GGUF file `out`."""
     from .gguf_arch import gguf_arch
-    from .source import check_source
+    from .gguf_vocab import check_tokenizer_json
+    from .source import check_source, tokenizer_json
 
     if gguf_type not in GGUF_TYPES:
         raise SwiftlikeError(f"--gguf_type {gguf_type}: use {' or '.join(GGUF_TYPES)}")
@@ -32,6 +33,9 @@ def to_gguf(ckpt_dir, out, *, gguf_type="f16", dequantize=False, force=False, ov
     source = check_source(ckpt_dir, dequantize=dequantize, force=force, options=options)
     if source.architectures:
         gguf_arch(source.architectures, source.ckpt)
+    tokenizer = tokenizer_json(source)
+    if tokenizer:
+        check_tokenizer_json(tokenizer, source.ckpt)
     try:
         import gguf  # noqa: F401
     except ImportError:

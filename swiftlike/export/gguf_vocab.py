@@ -16,13 +16,19 @@ def check_tokenizer(tokenizer, where) -> dict:
         raise SwiftlikeError(f"{where}: GGUF export needs a fast tokenizer (tokenizer.json); this one is "
                              f"{type(tokenizer).__name__}")
     data = json.loads(backend.to_str())
+    check_tokenizer_json(data, where)
+    pre_tokenizer_name(data, where)
+    return data
+
+
+def check_tokenizer_json(data: dict, where) -> None:
+    """gpt2-style byte-level BPE, or one line naming what this tokenizer is (read from tokenizer.json before any
+    weights load)."""
     model, decoder = data.get("model") or {}, data.get("decoder") or {}
     if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
         kind = "sentencepiece-style (byte-fallback BPE)" if model.get("byte_fallback") else model.get("type")
         raise SwiftlikeError(f"{where}: GGUF export writes gpt2-style byte-level BPE tokenizers (SmolLM2, Qwen2, "
                              f"Llama 3); this tokenizer is {kind}, not supported yet")
-    pre_tokenizer_name(data, where)
-    return data
 
 
 def pre_tokenizer_name(data: dict, where) -> str:

@@ -17,6 +17,7 @@ class Source:
     options: ModelArguments
     architectures: list  # [] when nothing on disk says, before the weights load
     force: bool = False
+    model_dir: Path | None = None  # where the model's config and tokenizer are, when known before loading
 
 
 def check_source(ckpt_dir, *, dequantize=False, force=False, options: ModelArguments | None = None) -> Source:
@@ -33,15 +34,15 @@ def check_source(ckpt_dir, *, dequantize=False, force=False, options: ModelArgum
         if not (ckpt / "config.json").is_file():
             raise SwiftlikeError(f"--ckpt_dir {ckpt}: neither a LoRA adapter (adapter_config.json) nor a model "
                                  f"(config.json)")
-        return Source(ckpt, False, opts, _read_config(ckpt / "config.json").get("architectures") or [], force)
+        return Source(ckpt, False, opts, _read_config(ckpt / "config.json").get("architectures") or [], force, ckpt)
     ckpt, saved, opts = check_mergeable(ckpt, dequantize=dequantize, force=force, options=opts)
     base_dir = opts.model_cache_dir or opts.model or saved.get("model_dir")
     if base_dir and (Path(base_dir) / "config.json").is_file():
-        architectures = _read_config(Path(base_dir) / "config.json").get("architectures") or []
-    else:
-        model_type = opts.model_type or saved.get("model_type") or read_manifest(ckpt).get("base_model_type")
-        models = get_registry().models
-        architectures = list(models.get(model_type).architectures) if model_type and model_type in models else []
+        base = Path(base_dir)
+        return Source(ckpt, True, opts, _read_config(base / "config.json").get("architectures") or [], force, base)
+    model_type = opts.model_type or saved.get("model_type") or read_manifest(ckpt).get("base_model_type")
+    models = get_registry().models
+    architectures = list(models.get(model_type).architectures) if model_type and model_type in models else []
     return Source(ckpt, True, opts, architectures, force)
 
 
@@ -56,6 +57,14 @@ def load_source(source: Source):
     if source.is_adapter:
         return merged_model(source.ckpt, force=source.force, options=opts)
     return load_checkpoint(source.ckpt, force=source.force, options=opts)
+
+
+def tokenizer_json(source: Source) -> dict:
+    """The tokenizer.json the export will load (the checkpoint's own, else its base's); {} when not known yet."""
+    for where in (source.ckpt, source.model_dir):
+        if where is not None and (Path(where) / "tokenizer.json").is_file():
+            return _read_config(Path(where) / "tokenizer.json")
+    return {}
 
 
 def _read_config(file: Path) -> dict:
