@@ -31,30 +31,15 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, over
     A non-empty output dir is refused unless `overwrite` (or it is this checkpoint's own earlier default output)."""
     import torch
 
-    from .adapters import resolve as resolve_adapter
-    from .checkpoint import adapter_config, saved_args
-    from .infer import load_checkpoint
     from .models.load import quiet_progress
     from .templates import save_template
 
-    ckpt = Path(resolve_adapter(ckpt_dir, force=force))  # an installed adapter's name or a hub reference works too
-    adapter_config(ckpt)
-    saved = saved_args(ckpt)
-    if saved.get("quant_bits") and not dequantize:
-        raise SwiftlikeError(
-            f"{ckpt} was trained on a {saved['quant_bits']}-bit base; merging into quantized weights loses the "
-            f"adapter's precision. Re-run with --dequantize to merge into the 16/32-bit base instead")
-    opts = options or ModelArguments(**model_options)
-    if opts.torch_dtype == "auto" and saved.get("torch_dtype"):
-        from dataclasses import replace
-
-        opts = replace(opts, torch_dtype=saved["torch_dtype"])
+    ckpt, saved, opts = check_mergeable(ckpt_dir, dequantize=dequantize, force=force, options=options,
+                                        **model_options)
     out = Path(output_dir) if output_dir else default_output(ckpt_dir)
     _check_output(out, ckpt, overwrite=overwrite or (not output_dir and _merged_from(out) == str(ckpt)))
-    # --dequantize: load the same base unquantized (the adapter trained on its quantized view).
-    loaded = load_checkpoint(ckpt, force=force, options=opts)
-    merged = loaded.model.merge_and_unload()
-    merged.config.use_cache = True
+    loaded = merged_model(ckpt, force=force, options=opts)
+    merged = loaded.model
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -74,6 +59,44 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, over
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def check_mergeable(ckpt_dir, *, dequantize=False, force=False, options: ModelArguments | None = None,
+                    **model_options):
+    """(checkpoint dir, its saved args, the model options) of a LoRA checkpoint that can be merged, checked before
+    anything loads: a QLoRA adapter (trained on a 4/8-bit base) only with `dequantize`."""
+    from .adapters import resolve as resolve_adapter
+    from .checkpoint import adapter_config, read_manifest, saved_args
+
+    ckpt = Path(resolve_adapter(ckpt_dir, force=force))  # an installed adapter's name or a hub reference works too
+    adapter_config(ckpt)
+    saved = saved_args(ckpt)
+    # args.json says how many bits; an installed adapter may carry only its manifest, whose tuner says qlora
+    bits = saved.get("quant_bits") or ("4/8" if read_manifest(ckpt).get("tuner") == "qlora" else 0)
+    if bits and not dequantize:
+        raise SwiftlikeError(
+            f"{ckpt} was trained on a {bits}-bit base; merging into quantized weights loses the "
+            f"adapter's precision. Re-run with --dequantize to merge into the 16/32-bit base instead")
+    opts = options or ModelArguments(**model_options)
+    if opts.torch_dtype == "auto" and saved.get("torch_dtype"):
+        from dataclasses import replace
+
+        opts = replace(opts, torch_dtype=saved["torch_dtype"])
+    return ckpt, saved, opts
+
+
+def merged_model(ckpt, *, force=False, options: ModelArguments | None = None):
+    """The checkpoint loaded (infer's `Loaded`) with its adapter merged into the base weights, in memory. The base
+    loads unquantized: with --dequantize a QLoRA adapter merges onto the full-precision base it trained a
+    quantized view of."""
+    from dataclasses import replace
+
+    from .infer import load_checkpoint
+
+    loaded = load_checkpoint(ckpt, force=force, options=options)
+    merged = loaded.model.merge_and_unload()
+    merged.config.use_cache = True
+    return replace(loaded, model=merged)
 
 
 def default_output(ckpt_dir) -> Path:

@@ -194,6 +194,19 @@ def test_merge_refuses_quantized_base(tiny_model, tmp_path):
         merge_lora(result["last_checkpoint"])
     out = merge_lora(result["last_checkpoint"], dequantize=True)
     assert (out / "model.safetensors").exists()
+    # export to GGUF: the same refusal before anything loads, then the merge onto the full-precision base
+    from swiftlike.export import to_gguf
+
+    gguf = tmp_path / "q.gguf"
+    with pytest.raises(SwiftlikeError, match="4-bit base.*--dequantize"):
+        to_gguf(result["last_checkpoint"], gguf)
+    assert not gguf.exists()
+    assert to_gguf(result["last_checkpoint"], gguf, dequantize=True).read_bytes()[:4] == b"GGUF"
+    from swiftlike.export import to_quantized
+
+    with pytest.raises(SwiftlikeError, match="4-bit base.*--dequantize"):
+        to_quantized(result["last_checkpoint"], tmp_path / "bnb", method="bnb", bits=4, dataset=[str(DATA)])
+    assert not (tmp_path / "bnb").exists()
 
 
 def test_adapter_on_other_base_is_refused(lora_run, tmp_path, tokenizer_dir):

@@ -195,17 +195,46 @@ def merge_lora(**kwargs):
     click.echo(f"merged model: {out}\n  chat: swiftlike infer --ckpt_dir {out}")
 
 
-@command_for(ExportArguments, "export", short_help="Export a checkpoint to a directory or a hub.")
+@command_for(ExportArguments, "export", short_help="Export a checkpoint: a directory, a hub, GGUF or quantized.")
 @options_from(ExportArguments)
 def export(**kwargs):
-    """Export a checkpoint (adapter or merged model) to a directory or a hub (HUB:ORG/NAME[@BRANCH])."""
+    """Export a checkpoint (adapter or merged model) to a directory or a hub (HUB:ORG/NAME[@BRANCH]); with
+    --to_gguf OUT.gguf the merged model as one GGUF file for llama.cpp/Ollama; with --quant_method bnb|gptq|awq
+    --quant_bits 4|8 --to DIR the merged model quantized."""
     from ..export import check_target, export as run
     from ..merge import merge_lora as do_merge
     from ..registry import SwiftlikeError
 
     args = build(ExportArguments, kwargs)
-    if not args.ckpt_dir or not args.to:
-        raise SwiftlikeError("export needs --ckpt_dir DIR_OR_NAME_OR_REF and --to DIR_OR_HUB_REF")
+    if not args.ckpt_dir:
+        raise SwiftlikeError("export needs --ckpt_dir DIR_OR_NAME_OR_REF")
+    if args.to_gguf and args.quant_method:
+        raise SwiftlikeError("export: --to_gguf and --quant_method are two exports; give one")
+    if args.to_gguf:
+        from ..export import to_gguf
+
+        if args.to:
+            raise SwiftlikeError("export --to_gguf OUT.gguf writes one file; drop --to")
+        out = to_gguf(args.ckpt_dir, args.to_gguf, gguf_type=args.gguf_type, dequantize=args.dequantize,
+                      force=args.force, overwrite=args.overwrite, options=args.model_arguments())
+        click.echo(f"exported {args.ckpt_dir} -> {out} (GGUF {args.gguf_type})")
+        return
+    if args.quant_method:
+        from ..export import to_quantized
+
+        if not args.to:
+            raise SwiftlikeError("export --quant_method needs --to DIR (the quantized model's directory)")
+        report = to_quantized(args.ckpt_dir, args.to, method=args.quant_method, bits=args.quant_bits,
+                              dataset=args.dataset, val_dataset=args.val_dataset, dequantize=args.dequantize,
+                              force=args.force, overwrite=args.overwrite, options=args.model_arguments())
+        held = report["heldout"]
+        click.echo(f"exported {args.ckpt_dir} -> {report['dir']} ({args.quant_method} {args.quant_bits}-bit)\n"
+                   f"  held-out loss on {held['rows']} rows: fp32 {held['fp32_loss']:.4f}  "
+                   f"{args.quant_method}-{args.quant_bits}bit {held['quantized_loss']:.4f}  "
+                   f"(delta {held['delta']:+.4f}; {report['dir']}/quantization.json)")
+        return
+    if not args.to:
+        raise SwiftlikeError("export needs --to DIR_OR_HUB_REF, --to_gguf OUT.gguf, or --quant_method M --to DIR")
     check_target(args.to)
     src = do_merge(args.ckpt_dir, overwrite=args.overwrite, options=args.model_arguments()) if args.merge_lora \
         else args.ckpt_dir

@@ -1,45 +1,29 @@
-"""`swiftlike export`: a checkpoint (adapter or merged model) copied to a directory without trainer state, or pushed
-to a hub reference."""
+"""A checkpoint (adapter or merged model) copied to a directory without trainer state, or pushed to a hub reference."""
 from __future__ import annotations
 
 import fnmatch
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from .models.options import ModelArguments, arg
-from .registry import SwiftlikeError, get_registry
+from ..registry import SwiftlikeError, get_registry
 
 TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt", "training_args.bin")
-
-
-@dataclass
-class ExportArguments(ModelArguments):
-    ckpt_dir: Optional[str] = arg(None, "The checkpoint: a dir, an installed adapter's name or a hub reference.",
-                                  aliases=["adapters"])
-    to: Optional[str] = arg(None, "DIR, or HUB:ORG/NAME[@BRANCH] (hf:, ms:, local: or a plugin's hub).")
-    merge_lora: bool = arg(False, "Merge the adapter into its base first and export the merged model.")
-    overwrite: bool = arg(False, "With --merge_lora: replace an existing merged directory.")
-    private: bool = arg(False, "Create the hub repo private.")
-    message: Optional[str] = arg(None, "Commit message of the push.")
-    hub_root: Optional[str] = arg(None, "Root of the local: hub (default: $SWIFTLIKE_LOCAL_HUB).")
 
 
 def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> str:
     """Copy to a directory, or push to a hub reference (hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME, or a plugin's
     hub); returns where it went."""
-    from .adapters import resolve as resolve_adapter
-    from .adapters.store import INSTALL_INFO
-    from .checkpoint import walk_files
+    from ..adapters import resolve as resolve_adapter
+    from ..adapters.store import INSTALL_INFO
+    from ..checkpoint import walk_files
 
     ckpt = Path(resolve_adapter(ckpt_dir))  # an installed adapter's name or a hub reference works too
     if not ckpt.is_dir():
         raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
     if check_target(to):
-        from .adapters.publish import push
+        from ..adapters.publish import push
 
         return push(ckpt, to, private=private, message=message, hub_root=hub_root)
     dest = Path(to)
@@ -66,7 +50,7 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
 def check_target(to: str) -> bool:
     """True when `to` is a hub reference (its hub registered), False for a directory; an unknown hub prefix is an
     error before anything is merged or copied."""
-    from .hub.refs import looks_like_ref
+    from ..hub.refs import looks_like_ref
 
     if not looks_like_ref(to):
         return False
