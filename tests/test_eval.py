@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from swiftlike.registry import SwiftlikeError
 
@@ -145,6 +146,21 @@ def test_several_adapters_in_one_pass_equal_each_alone(adapters, tiny_model, eva
             together.metrics["models"][adapter.name]["loss"], rel=1e-5)
     assert [p["predictions"]["a0"] for p in preds[:1]] == \
         [reference(adapters[0], ROWS[0]["messages"][:-1], max_new_tokens=6)]
+    # the base's loss is transformers' own loss on the reply tokens (token-weighted over the rows)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swiftlike.templates import get_template
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    template = get_template("smollm2", AutoTokenizer.from_pretrained(tiny_model), loss_mode="last_round")  # a0's
+    total = count = 0
+    for row in ROWS:
+        enc = template.encode(row["messages"])
+        n = sum(label != -100 for label in enc["labels"][1:])
+        with torch.no_grad():
+            total += model(input_ids=torch.tensor([enc["input_ids"]]), labels=torch.tensor([enc["labels"]])).loss * n
+        count += n
+    assert together.metrics["models"]["base"]["loss"] == pytest.approx(float(total / count), rel=1e-4)
 
 
 def test_bad_input_is_one_line_before_the_model_loads(adapters, tiny_model, eval_file, tmp_path):
@@ -180,3 +196,45 @@ def test_options_are_checked():
     with pytest.raises(SwiftlikeError, match="native or lm_eval"):
         EvalArguments(model_type="x", val_dataset=["a"], eval_backend="evalscope").check()
     assert EvalArguments(tasks=["mmlu,ceval-valid", "cmmlu"]).task_list() == ["mmlu", "ceval-valid", "cmmlu"]
+
+
+@pytest.mark.slow  # lm-eval's import and its model class: tens of seconds on a small CPU
+def test_lm_eval_harness_on_a_local_task(adapters, eval_file, tmp_path):
+    """lm-evaluation-harness runs a task defined here (a YAML over a local jsonl, via --include_path) on the base
+    and on the base with the adapter; its scores land in metrics.json beside each other."""
+    pytest.importorskip("lm_eval")
+    from swiftlike.eval import EvalArguments, evaluate
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question": "What colour is the sky?", "choices": [" blue", " green"], "answer": 0},
+        {"question": "How many legs has a cat?", "choices": [" three", " four"], "answer": 1},
+        {"question": "Is ice cold?", "choices": [" yes", " no"], "answer": 0}]))
+    (tasks / "tiny_qa.yaml").write_text(f"""task: swiftlike_tiny_qa
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {tasks / "qa.jsonl"}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+""")
+    with pytest.raises(SwiftlikeError, match="--tasks swiftlike_tiny_q: not an lm-eval task"):
+        evaluate(EvalArguments(adapters=[str(adapters[0])], eval_backend="lm_eval", tasks=["swiftlike_tiny_q"],
+                               include_path=str(tasks), output_dir=str(tmp_path / "out")), progress=False)
+    assert not (tmp_path / "out").exists()
+    outcome = evaluate(EvalArguments(adapters=[str(adapters[0])], eval_backend="lm_eval", tasks=["swiftlike_tiny_qa"],
+                                     include_path=str(tasks), output_dir=str(tmp_path / "out"), record=False),
+                       progress=False)
+    metrics = json.loads((outcome.directory / "metrics.json").read_text())
+    assert metrics["backend"] == "lm_eval" and metrics["tasks"] == ["swiftlike_tiny_qa"]
+    assert set(metrics["models"]) == {"base", "a0"}
+    for scores in metrics["models"].values():  # accuracy over 3 questions: k/3
+        assert set(scores) == {"swiftlike_tiny_qa/acc"}
+        assert scores["swiftlike_tiny_qa/acc"] * 3 == pytest.approx(round(scores["swiftlike_tiny_qa/acc"] * 3), abs=1e-4)
+    assert not (outcome.directory / "predictions.jsonl").exists()

@@ -82,6 +82,10 @@ def make_plan(args: EvalArguments) -> Plan:
 
         check_installed()
         rows, datasets = read_rows(args.val_dataset)
+    if args.eval_backend == "lm_eval":
+        from .harness import check_tasks
+
+        check_tasks(args)
     opts = args.model_arguments()
     hint = opts.model_cache_dir or opts.model or opts.model_type
     resolved = []
