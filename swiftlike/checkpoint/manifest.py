@@ -201,7 +201,8 @@ def _evaluations(value):
         if not isinstance(entry.get("metrics"), dict):
             return f"entry {i} has no metrics"
         tasks = entry.get("tasks")
-        if tasks is not None and (not isinstance(tasks, list) or len(tasks) > 1000 or any(_line(256)(t) for t in tasks)):
+        if tasks is not None and (not isinstance(tasks, list) or len(tasks) > 1000
+                                  or any(_line(256)(t) for t in tasks)):
             return f"entry {i}: tasks must be a list of names"
         datasets = entry.get("datasets") or []
         if not isinstance(datasets, list) or len(datasets) > 100:

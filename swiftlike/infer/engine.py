@@ -1,5 +1,5 @@
-"""Continuous batching (what `swiftlike serve` and `swiftlike eval` generate with): one thread admits requests between decode steps and runs every running request, whatever
-its adapter, in one forward pass per step.
+"""Continuous batching (what `swiftlike serve` and `swiftlike eval` generate with): one thread admits requests
+between decode steps and runs every running request, whatever its adapter, in one forward pass per step.
 
 A new request is prefilled alone (exactly what `generate` computes for it; long prompts in chunks), its KV copied
 into a free slot of the running batch, and from then on it decodes together with the others. Finished and cancelled

@@ -54,7 +54,8 @@ def lora_config(path: Path) -> dict:
 
     cfg = adapter_config(path)
     if cfg.get("peft_type", "LORA") != "LORA":
-        raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; the batched engine (serve, eval) runs LoRA adapters only")
+        raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; the batched engine (serve, eval) runs "
+                             f"LoRA adapters only")
     if cfg.get("use_dora"):
         raise SwiftlikeError(f"{path}: a DoRA adapter cannot be batched per row; merge it "
                              f"(`swiftlike merge-lora --ckpt_dir {path}`) and use the merged model")
