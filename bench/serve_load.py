@@ -63,7 +63,7 @@ def time_in_process(opts, dirs: list[Path]) -> dict:
 
     import torch
 
-    from swiftlike.serve.lora import LoraBatch
+    from swiftlike.infer.lora import LoraBatch
     from swiftlike.serve.runtime import Runtime
 
     rt = Runtime(opts)

@@ -65,7 +65,7 @@ def served(tiny_model, adapters):
     """The base model wrapped for batched LoRA, and the three adapters read for it."""
     from transformers import AutoModelForCausalLM
 
-    from swiftlike.serve.lora import LoraContext, ResidentAdapter, read_lora, wrap_linears
+    from swiftlike.infer.lora import LoraContext, ResidentAdapter, read_lora, wrap_linears
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     ctx = LoraContext()
@@ -78,7 +78,7 @@ def test_batched_lora_matches_peft_per_adapter(served, adapters, tiny_model):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from swiftlike.serve.lora import LoraBatch
+    from swiftlike.infer.lora import LoraBatch
 
     model, ctx, _, loaded = served
     g = torch.Generator().manual_seed(0)
@@ -115,8 +115,8 @@ def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, 
     """Six requests through two slots: arrivals mid-decode, a longer prompt shifting the cache, slot reuse and
     column compaction; every answer equals `swiftlike infer` with the same adapter."""
     from swiftlike.infer import _clean
-    from swiftlike.serve.engine import Engine, Request
-    from swiftlike.serve.kvcache import SlotCache
+    from swiftlike.infer.engine import Engine, Request
+    from swiftlike.infer.kvcache import SlotCache
     from swiftlike.templates import get_template
     from transformers import AutoTokenizer
 
@@ -157,8 +157,8 @@ def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, ada
     storage resized as rows come and go: every answer still equals `swiftlike infer`, and the cache never passes
     the budget and is freed when the engine is idle."""
     from swiftlike.infer import _clean
-    from swiftlike.serve.engine import Engine, Request
-    from swiftlike.serve.kvcache import SlotCache
+    from swiftlike.infer.engine import Engine, Request
+    from swiftlike.infer.kvcache import SlotCache
     from swiftlike.templates import get_template
     from transformers import AutoTokenizer
 
@@ -201,7 +201,7 @@ def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, ada
 
 
 def test_dora_and_foreign_adapters_are_refused(served, tiny_model, tmp_path):
-    from swiftlike.serve.lora import read_lora
+    from swiftlike.infer.lora import read_lora
 
     _, _, wrapped, _ = served
     dora = make_adapter(tiny_model, tmp_path / "dora", seed=3, dora=True)
@@ -220,7 +220,7 @@ class _Loads:
     def __call__(self, name, version, path):
         import time
 
-        from swiftlike.serve.lora import ResidentAdapter
+        from swiftlike.infer.lora import ResidentAdapter
 
         self.calls.append((name, version))
         time.sleep(self.delay if "slow" in str(path) else 0)

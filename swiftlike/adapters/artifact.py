@@ -11,8 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from ..checkpoint import MANIFEST, check_manifest_fields, check_manifest_files, read_manifest, walk_files, \
-    write_manifest
+from ..checkpoint import EVAL_RESULTS, MANIFEST, check_manifest_fields, check_manifest_files, read_manifest, \
+    walk_files, write_manifest
 from ..checkpoint import card
 from ..registry import SwiftlikeError
 from .checks import is_pickle, is_training_state, link_or_copy, verify_file
@@ -23,10 +23,11 @@ REGENERATED = ("README.md",)  # PEFT writes a boilerplate card; the published on
 
 def publishable_files(src: Path) -> dict[str, Path]:
     """{relative path: real path} of what is published from `src`: every file but the manifest, the card, trainer
-    state and dot files. A symlink leaving `src` is an error (see walk_files), never followed."""
+    state, `swiftlike eval` results (eval_result/; their metrics are in the manifest) and dot files. A symlink
+    leaving `src` is an error (see walk_files), never followed."""
     out = {}
     for rel, real in walk_files(src).items():
-        if rel == MANIFEST or rel in REGENERATED or is_training_state(rel):
+        if rel == MANIFEST or rel in REGENERATED or is_training_state(rel) or rel.startswith(EVAL_RESULTS + "/"):
             continue
         if any(part.startswith(".") for part in rel.split("/")):  # .staging, editor and OS files
             continue

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..checksums import sha256_file
+from ..registry import SwiftlikeError
 from .base import base_fingerprint, check_base
-from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, adapter_config, is_adapter_dir, saved_args
+from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, EVAL_RESULTS, adapter_config, is_adapter_dir, saved_args
 from .manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, check_manifest_fields, \
     check_manifest_files, file_table, parse_manifest, read_manifest, read_manifest_bytes, unsafe_path_reason, \
     walk_files, write_manifest
@@ -20,7 +22,43 @@ from .template import checkpoint_template
 __all__ = ["MANIFEST", "FORMAT", "ARGS", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "read_manifest", "write_manifest",
            "file_table", "walk_files", "check_manifest", "check_manifest_fields", "check_manifest_files",
            "parse_manifest", "read_manifest_bytes", "MAX_MANIFEST_BYTES", "unsafe_path_reason", "base_fingerprint",
-           "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize"]
+           "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize",
+           "add_evaluation", "EVAL_RESULTS"]
+
+
+def add_evaluation(directory, entry: dict) -> dict:
+    """Record one `swiftlike eval` result in a checkpoint: the `evaluations` of its manifest (an earlier result on the
+    same data and backend is replaced) and the model card. Only the card's entry of the file table is re-hashed, so
+    a file that changed since training still fails `adapter push`/`verify`. Returns the manifest."""
+    import os
+
+    from . import card
+    from .manifest import MAX_EVALUATIONS, check_manifest
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    if not manifest:
+        raise SwiftlikeError(f"{directory}: no {MANIFEST}; not a swiftlike checkpoint")
+    files = check_manifest(manifest, directory / MANIFEST)
+
+    def same(e):
+        return (e.get("backend"), e.get("tasks"), [d.get("sha256") for d in e.get("datasets") or []]) == \
+            (entry.get("backend"), entry.get("tasks"), [d.get("sha256") for d in entry.get("datasets") or []])
+
+    kept = [e for e in manifest.get("evaluations") or [] if isinstance(e, dict) and not same(e)]
+    manifest["evaluations"] = (kept + [entry])[-MAX_EVALUATIONS:]
+    check_manifest_fields(manifest, directory / MANIFEST)
+    readme = directory / "README.md"
+    tmp = directory / ".README.md.tmp"
+    tmp.write_text(card.render({k: v for k, v in manifest.items() if k not in ("format", "files")}),
+                   encoding="utf-8")
+    os.replace(tmp, readme)
+    files["README.md"] = {"sha256": sha256_file(readme), "size": readme.stat().st_size}
+    manifest["files"] = dict(sorted(files.items()))
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
+    os.replace(tmp, directory / MANIFEST)
+    return manifest
 
 
 def finalize(directory, info: dict, *, args: dict | None = None) -> dict:

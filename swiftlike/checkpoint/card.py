@@ -69,9 +69,38 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
             "version": info.get("version"), "created": info.get("created")}
     rows.update({k: round(v, 4) if isinstance(v, float) else v for k, v in (info.get("metrics") or {}).items()})
     lines += [f"| {k} | `{v}` |" for k, v in rows.items() if v not in (None, "")]
+    lines += evaluation_lines(info.get("evaluations"))
     lines += ["", "`swiftlike.json` lists the sha256 and size of every file; swiftlike verifies them on install and "
               "refuses to load the adapter on another base model (`--force` overrides)."]
     return "\n".join(lines) + "\n"
+
+
+def evaluation_lines(evaluations) -> list[str]:
+    """The `swiftlike eval` results of a manifest as a markdown section (the newest first)."""
+    if not evaluations:
+        return []
+    lines = ["", "## Evaluation", ""]
+    for e in reversed(evaluations):
+        data = ", ".join(f"`{d.get('name')}` ({d.get('rows')} rows, sha256 `{str(d.get('sha256'))[:12]}…`)"
+                         for d in e.get("datasets") or [])
+        tasks = ", ".join(f"`{t}`" for t in e.get("tasks") or [])
+        on = f"on {data or tasks or 'its data'}" + (f" through {e['backend']}" if e.get("backend") not in
+                                                      (None, "native") else "")
+        lines += [f"{e.get('date', '')} {on}:", ""]
+        base = e.get("baseline") or {}
+        lines += ["| metric | this adapter | base model |" if base else "| metric | value |",
+                  "|---|---|---|" if base else "|---|---|"]
+        for key, value in (e.get("metrics") or {}).items():
+            cells = [_number(value)] + ([_number(base.get(key))] if base else [])
+            lines.append(f"| {key} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines[:-1]
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _targets(cfg: dict) -> str:

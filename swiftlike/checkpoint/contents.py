@@ -9,6 +9,8 @@ from ..registry import SwiftlikeError
 ARGS = "args.json"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# `swiftlike eval` writes its results here inside a checkpoint; they are not part of it (never listed or published)
+EVAL_RESULTS = "eval_result"
 
 
 def saved_args(ckpt) -> dict:

@@ -14,6 +14,7 @@ from ..registry import SwiftlikeError
 MANIFEST = "swiftlike.json"
 FORMAT = "swiftlike.adapter/1"
 MAX_MANIFEST_BYTES = 8 << 20  # template text and tuner config included, real manifests are a few KB
+MAX_EVALUATIONS = 100  # `swiftlike eval` results kept in a manifest (the newest)
 
 
 def walk_files(directory, *, storage_root=None) -> dict[str, Path]:
@@ -186,6 +187,32 @@ def _metrics(value):
     return None
 
 
+def _evaluations(value):
+    """[{date, backend, datasets: [{name, sha256, rows}], rows, tasks?, metrics, baseline?}] from `swiftlike eval`."""
+    if not isinstance(value, list) or len(value) > MAX_EVALUATIONS:
+        return f"must be a list of at most {MAX_EVALUATIONS} evaluations"
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            return f"entry {i} must be an object"
+        for key, check in (("date", _line(64)), ("backend", _token), ("rows", _step), ("metrics", _metrics),
+                           ("baseline", _metrics)):
+            if entry.get(key) is not None and check(entry[key]):
+                return f"entry {i}: {key} {check(entry[key])}"
+        if not isinstance(entry.get("metrics"), dict):
+            return f"entry {i} has no metrics"
+        tasks = entry.get("tasks")
+        if tasks is not None and (not isinstance(tasks, list) or len(tasks) > 1000
+                                  or any(_line(256)(t) for t in tasks)):
+            return f"entry {i}: tasks must be a list of names"
+        datasets = entry.get("datasets") or []
+        if not isinstance(datasets, list) or len(datasets) > 100:
+            return f"entry {i}: datasets must be a list"
+        for d in datasets:
+            if not isinstance(d, dict) or _line(1024)(d.get("name")) or _hex64(d.get("sha256")) or _step(d.get("rows")):
+                return f"entry {i}: each dataset needs a one-line name, a sha256 and a row count"
+    return None
+
+
 def _tuner_config(value):
     if not isinstance(value, dict):
         return "must be a JSON object"
@@ -210,7 +237,7 @@ FIELDS = {
     "base_model_type": _token, "base_model": _line(1024), "base_revision": _line(256), "base_fingerprint": _hex64,
     "template": _line(256), "template_text": _text(1 << 20), "system": _text(1 << 16), "datasets": _datasets,
     "step": _step, "metrics": _metrics, "tuner_config": _tuner_config, "created": _line(64),
-    "merged_from": _line(1024), "stage": _line(64),
+    "merged_from": _line(1024), "stage": _line(64), "evaluations": _evaluations,
 }
 
 

@@ -51,10 +51,11 @@ def cli():
 
 
 def _add_builtin_commands() -> None:
-    from . import adapter_cmds, plugin_cmds, registry_cmds, serve_cmds, template_cmds, train_cmds, webui_cmds
+    from . import adapter_cmds, eval_cmds, plugin_cmds, registry_cmds, serve_cmds, template_cmds, train_cmds, \
+        webui_cmds
 
     for command in (*registry_cmds.GROUPS, *plugin_cmds.GROUPS, template_cmds.template, *train_cmds.COMMANDS,
-                    adapter_cmds.adapter, serve_cmds.serve, *webui_cmds.COMMANDS):
+                    *eval_cmds.COMMANDS, adapter_cmds.adapter, serve_cmds.serve, *webui_cmds.COMMANDS):
         cli.add_command(command)
 
 

@@ -86,8 +86,25 @@ def adapter_show(name, as_json):
         return
     files = data.pop("files", {})
     data.pop("template_text", None)
+    evaluations = data.pop("evaluations", None) or []
     data["files"] = ", ".join(f"{rel} ({_human(e.get('size', 0))})" for rel, e in files.items())
+    for i, e in enumerate(reversed(evaluations)):  # the newest first
+        data["evaluation" if i == 0 else f"evaluation {i + 1}"] = _evaluation_line(e)
     echo_fields(data)
+
+
+def _evaluation_line(e: dict) -> str:
+    """One `swiftlike eval` result: when, on what data, and each metric (beside the base model's)."""
+    data = ", ".join(f"{d.get('name')} ({d.get('rows')} rows, sha256 {str(d.get('sha256'))[:12]})"
+                     for d in e.get("datasets") or []) or ", ".join(e.get("tasks") or []) or "?"
+    base = e.get("baseline") or {}
+
+    def num(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    scores = ", ".join(f"{k} {num(v)}" + (f" (base {num(base[k])})" if base.get(k) is not None else "")
+                       for k, v in (e.get("metrics") or {}).items())
+    return f"{e.get('date', '?')} {e.get('backend', 'native')} on {data}: {scores}"
 
 
 @adapter.command("remove")

@@ -1,8 +1,8 @@
 """`swiftlike serve`: one base model, many tenants, LoRA adapters hot-swapped per request behind an OpenAI-compatible
 API. Modules: arguments (the options), runtime (what a server holds), app (routes), http (Host/Origin/body guards,
-uvicorn limits), generation (one request), engine (continuous batching), kvcache, limits (sizes, memory), lora
-(batched multi-LoRA), pool (resident adapters), render and render_worker (adapters' own templates, out of process),
-auth (tenants), schemas, errors, metrics, text, sampling."""
+uvicorn limits), generation (one request), limits (sizes), pool (resident adapters), render and render_worker
+(adapters' own templates, out of process), auth (tenants), schemas, errors, metrics, text. The batched multi-LoRA
+engine it runs (engine, kvcache, lora, sampling, memory) lives one layer down, in swiftlike.infer."""
 from __future__ import annotations
 
 __all__ = ["ServeArguments", "build", "serve"]

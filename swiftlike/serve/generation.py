@@ -8,9 +8,9 @@ import time
 import uuid
 from typing import AsyncIterator, Optional
 
-from .engine import QueueFull, Request
+from ..infer.engine import QueueFull, Request
+from ..infer.memory import human
 from .errors import ApiError, invalid, model_not_found, queue_full
-from .limits import human
 from .pool import UnknownAdapter
 from .render import TemplateFailed
 from .text import TextStream

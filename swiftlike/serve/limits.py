@@ -1,9 +1,10 @@
-"""Sizes and memory: parse `--max_kv_memory` / `--max_body_size`, measure what the machine has, give freed memory
-back to the operating system."""
+"""Sizes: parse `--max_kv_memory` / `--max_body_size` and measure what the machine has (formatting sizes and giving
+freed memory back live with the engine, in swiftlike.infer.memory)."""
 from __future__ import annotations
 
 import re
 
+from ..infer.memory import human
 from ..registry import SwiftlikeError
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4,
@@ -24,14 +25,6 @@ def parse_size(text, flag: str) -> int:
     if value < 1:
         raise SwiftlikeError(f"--{flag} {text!r}: must be more than 0 bytes")
     return value
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def available_memory(device=None) -> int:
@@ -71,28 +64,3 @@ def kv_budget(text: str, device=None) -> tuple[int, str]:
         return parse_size(text, "max_kv_memory"), text
     free = available_memory(device)
     return int(free * share / 100), f"{share:g}% of {human(free)} available"
-
-
-_libc = None
-
-
-def release_memory(device=None) -> None:
-    """Hand freed memory back to the OS: the CUDA caching allocator's blocks, and glibc's free heap pages (without
-    this a freed KV cache stays in the process's RSS)."""
-    global _libc
-    import torch
-
-    if device is not None and getattr(device, "type", "cpu") == "cuda":
-        torch.cuda.empty_cache()
-        return
-    if _libc is None:
-        try:
-            import ctypes
-            import ctypes.util
-
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc.malloc_trim  # noqa: B018 (glibc only)
-        except (OSError, AttributeError):
-            _libc = False
-    if _libc:
-        _libc.malloc_trim(0)

@@ -7,13 +7,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..infer.engine import Engine
+from ..infer.lora import LoraContext, ResidentAdapter, lora_config, read_lora, wrap_linears
+from ..infer.memory import human
 from ..registry import SwiftlikeError
 from .arguments import ServeArguments, is_loopback
 from .auth import Auth
-from .engine import Engine
 from .http import answered_hosts
-from .limits import human, kv_budget, parse_size
-from .lora import LoraContext, ResidentAdapter, lora_config, read_lora, wrap_linears
+from .limits import kv_budget, parse_size
 from .metrics import Metrics
 from .pool import AdapterPool
 from .render import TemplateRenderer

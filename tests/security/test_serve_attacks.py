@@ -199,7 +199,7 @@ class Bare:
     def __init__(self, tiny_model, adapters):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from swiftlike.serve.lora import LoraContext, ResidentAdapter, read_lora, wrap_linears
+        from swiftlike.infer.lora import LoraContext, ResidentAdapter, read_lora, wrap_linears
 
         self.model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
         self.ctx = LoraContext()
@@ -217,7 +217,7 @@ def bare(tiny_model, adapters):
 def test_an_overflowing_adapter_stays_in_its_rows(bare):
     """Rows of several adapters share one matmul; the other rows' columns were zeroed by multiplying, and 0 * inf
     is NaN: one adapter's overflow reached every row of the batch."""
-    from swiftlike.serve.lora import LoraBatch
+    from swiftlike.infer.lora import LoraBatch
 
     model, ctx, loaded = bare.model, bare.ctx, bare.loaded
     ids = torch.randint(3, 1000, (2, 6), generator=torch.Generator().manual_seed(0))
@@ -232,7 +232,7 @@ def test_an_overflowing_adapter_stays_in_its_rows(bare):
 def test_a_row_that_fails_in_decode_fails_alone(bare):
     """A row whose sampling raises (here: +inf logits once its penalty applies, in the first decode step) used to
     fail the whole batch."""
-    from swiftlike.serve.engine import Engine, Request
+    from swiftlike.infer.engine import Engine, Request
 
     ids = bare.tok("Once upon a time", add_special_tokens=False).input_ids
 
@@ -261,7 +261,7 @@ def test_a_row_that_fails_in_decode_fails_alone(bare):
 def test_non_finite_adapter_weights_are_refused(server, tiny_model, tmp_path, bare):
     from safetensors.torch import load_file, save_file
 
-    from swiftlike.serve.lora import read_lora
+    from swiftlike.infer.lora import read_lora
 
     bad = make_adapter(tiny_model, tmp_path / "inf", seed=3)
     tensors = load_file(str(bad / "adapter_model.safetensors"))
@@ -515,7 +515,7 @@ def test_api_schema_needs_a_key_and_docs_are_off(tiny_model, tmp_path):
 def test_only_the_engine_thread_touches_the_stacked_lora_weights(bare, tiny_model, adapters):
     """drop_cached (event loop) used to edit each layer's dict while the engine thread read and reordered it; now
     other threads only queue the uid, and the engine thread drops it."""
-    from swiftlike.serve.engine import Engine, Request
+    from swiftlike.infer.engine import Engine, Request
 
     ctx, a0, a1 = bare.ctx, bare.loaded["a0"], bare.loaded["trap"]
     ids = bare.tok("Hi", add_special_tokens=False).input_ids

@@ -1,5 +1,5 @@
-"""Continuous batching: one thread admits requests between decode steps and runs every running request, whatever
-its adapter, in one forward pass per step.
+"""Continuous batching (what `swiftlike serve` and `swiftlike eval` generate with): one thread admits requests
+between decode steps and runs every running request, whatever its adapter, in one forward pass per step.
 
 A new request is prefilled alone (exactly what `generate` computes for it; long prompts in chunks), its KV copied
 into a free slot of the running batch, and from then on it decodes together with the others. Finished and cancelled
@@ -25,11 +25,11 @@ from typing import Callable, Optional
 import torch
 
 from .kvcache import PrefillCache, SlotCache
-from .limits import human, release_memory
 from .lora import LoraBatch, LoraContext
+from .memory import human, release_memory
 from .sampling import next_tokens
 
-log = logging.getLogger("swiftlike.serve")
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -50,6 +50,7 @@ class Request:
     stop_ids: frozenset = frozenset()
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # transformers' (infer's --repetition_penalty); 1 = none
     output: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)
     cancelled: bool = False

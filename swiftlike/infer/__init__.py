@@ -1,4 +1,8 @@
-"""Inference: load a checkpoint (adapter or full model) with the template it trained with, and generate."""
+"""Inference: load a checkpoint (adapter or full model) with the template it trained with, and generate.
+
+Modules: arguments (infer's options and the sampling options eval shares), and the batched multi-LoRA engine that
+`swiftlike serve` and `swiftlike eval` run: engine (continuous batching), kvcache, lora (per-row adapters), sampling,
+memory."""
 from __future__ import annotations
 
 import json
@@ -8,29 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .models.options import ModelArguments, arg
-from .registry import SwiftlikeError, get_registry
+from ..models.options import ModelArguments
+from ..registry import SwiftlikeError, get_registry
+from .arguments import InferArguments, SamplingArguments
 
-
-@dataclass
-class InferArguments(ModelArguments):
-    ckpt_dir: Optional[str] = arg(None, "A checkpoint (adapter or full model), an installed adapter's name or a hub "
-                                  "reference (hf:ORG/NAME[@REV]); none: the base model.", aliases=["adapters"])
-    query: Optional[str] = arg(None, "Answer one query and exit (no interactive chat).")
-    val_dataset: list = arg([], "Answer every row of these datasets (prompts; a final assistant turn is the "
-                            "reference) into --result_path.")
-    result_path: Optional[str] = arg(None, "Where --val_dataset answers go (default infer_result/<time>.jsonl).")
-    max_new_tokens: int = arg(512, "Most tokens generated per answer.")
-    temperature: float = arg(0.0, "0 = greedy.")
-    top_p: float = arg(1.0, "Nucleus sampling.")
-    repetition_penalty: float = arg(1.0, "1 = none.")
-    stream: bool = arg(True, "Print the answer as it is generated (chat).")
-    num_threads: Optional[int] = arg(None, "torch CPU threads (default: all cores).")
-    force: bool = arg(False, "Load an adapter even on a base it was not trained on.")
-
-    def generation(self) -> dict:
-        return dict(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                    repetition_penalty=self.repetition_penalty)
+__all__ = ["InferArguments", "SamplingArguments", "Loaded", "load_checkpoint", "generate", "answer_prompts",
+           "default_result_path", "inference"]
 
 
 @dataclass
@@ -48,10 +35,10 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
     """ckpt_dir: a LoRA checkpoint (its base found from its args/manifest), a merged/full model dir, an installed
     adapter's name or a hub reference, or None (the base model). `options` or keyword arguments: the model options
     (ModelArguments: model_type, model, model_cache_dir, template, system, torch_dtype, ...)."""
-    from .adapters import load as load_adapter, resolve as resolve_adapter
-    from .checkpoint import checkpoint_template, is_adapter_dir, read_manifest, saved_args
-    from .models.load import load_model_tokenizer
-    from .templates import get_template
+    from ..adapters import load as load_adapter, resolve as resolve_adapter
+    from ..checkpoint import checkpoint_template, is_adapter_dir, read_manifest, saved_args
+    from ..models.load import load_model_tokenizer
+    from ..templates import get_template
 
     opts = options or ModelArguments(**model_options)
     opts.check_model_options()
@@ -61,7 +48,7 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
         ckpt = Path(resolve_adapter(ckpt_dir, base=base_hint, force=force))
         if not ckpt.is_dir():
             raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
-    base = _base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
+    base = base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
     resolved = base.resolve_model()
     model_type = base.model_type or resolved.spec.name
     model, tokenizer = load_model_tokenizer(resolved=resolved, torch_dtype=opts.torch_dtype,
@@ -80,13 +67,13 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
     return Loaded(model, tokenizer, get_template(spec, tokenizer, system=system), ckpt, resolved.path, model_type)
 
 
-def _base_options(opts: ModelArguments, ckpt: Path | None, saved: dict, manifest: dict) -> ModelArguments:
+def base_options(opts: ModelArguments, ckpt: Path | None, saved: dict, manifest: dict) -> ModelArguments:
     """The model options of the base: what the user gave, completed from what the checkpoint says it trained on."""
     from dataclasses import replace
 
     if ckpt is None:
         return opts
-    from .checkpoint import is_adapter_dir
+    from ..checkpoint import is_adapter_dir
 
     model_type = opts.model_type or saved.get("model_type") or manifest.get("base_model_type")
     if not is_adapter_dir(ckpt):  # a merged or fully fine-tuned model: the checkpoint is the model

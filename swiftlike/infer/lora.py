@@ -49,19 +49,20 @@ class ResidentAdapter:
 
 
 def lora_config(path: Path) -> dict:
-    """adapter_config.json, refusing what the batched path cannot serve."""
+    """adapter_config.json, refusing what the batched path cannot run."""
     from ..checkpoint import adapter_config
 
     cfg = adapter_config(path)
     if cfg.get("peft_type", "LORA") != "LORA":
-        raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; swiftlike serve batches LoRA adapters only")
+        raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; the batched engine (serve, eval) runs "
+                             f"LoRA adapters only")
     if cfg.get("use_dora"):
         raise SwiftlikeError(f"{path}: a DoRA adapter cannot be batched per row; merge it "
-                             f"(`swiftlike merge-lora --ckpt_dir {path}`) and serve the merged model")
+                             f"(`swiftlike merge-lora --ckpt_dir {path}`) and use the merged model")
     if cfg.get("modules_to_save") or cfg.get("trainable_token_indices") or cfg.get("target_parameters"):
         raise SwiftlikeError(f"{path}: the adapter also trains whole modules/tokens/parameters "
                              f"(modules_to_save, trainable_token_indices or target_parameters), which per-row "
-                             f"batching cannot serve; merge it and serve the merged model")
+                             f"batching cannot run; merge it and use the merged model")
     return cfg
 
 

@@ -15,6 +15,11 @@ class NonFiniteLogits(ArithmeticError):
 
 
 def _penalise(row: torch.Tensor, req) -> torch.Tensor:
+    if _repetition(req):  # transformers' definition: every prompt or generated token, divided (or, if < 0, times)
+        seen = torch.tensor(sorted(set(req.prompt_ids) | set(req.counts)), dtype=torch.long, device=row.device)
+        row = row.clone()
+        score = row[seen]
+        row[seen] = torch.where(score < 0, score * req.repetition_penalty, score / req.repetition_penalty)
     if not (req.presence_penalty or req.frequency_penalty) or not req.counts:
         return row
     ids = torch.tensor(list(req.counts), dtype=torch.long, device=row.device)
@@ -22,6 +27,10 @@ def _penalise(row: torch.Tensor, req) -> torch.Tensor:
     row = row.clone()
     row[ids] -= req.frequency_penalty * counts + req.presence_penalty  # OpenAI's definition
     return row
+
+
+def _repetition(req) -> bool:
+    return getattr(req, "repetition_penalty", 1.0) not in (None, 1.0)
 
 
 def _greedy(req) -> bool:
@@ -51,7 +60,8 @@ def _sample(row: torch.Tensor, req) -> int:
 def next_tokens(logits: torch.Tensor, reqs: list) -> list:
     """logits [n, vocab] (float32), one request per row -> per row a token id, or the exception that row raised."""
     finite = ~torch.isnan(logits).any(-1) & torch.isfinite(logits.max(-1).values)
-    if bool(finite.all()) and all(_greedy(r) and not (r.presence_penalty or r.frequency_penalty) for r in reqs):
+    plain = all(_greedy(r) and not (r.presence_penalty or r.frequency_penalty or _repetition(r)) for r in reqs)
+    if plain and bool(finite.all()):
         return logits.argmax(-1).tolist()  # what HF generate does for greedy search
     out = []
     for row, ok, req in zip(logits, finite.tolist(), reqs):
