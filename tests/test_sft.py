@@ -119,11 +119,18 @@ def test_infer_chat_keeps_history(lora_run):
 
 
 def test_export_to_directory(lora_run, tmp_path):
-    proc = _cli("export", "--ckpt_dir", str(lora_run["last_checkpoint"]), "--to", str(tmp_path / "exported"))
+    import shutil
+
+    ckpt = tmp_path / "ckpt"  # a copy: an eval result is written into it
+    shutil.copytree(lora_run["last_checkpoint"], ckpt)
+    (ckpt / "eval_result" / "20261202-000000").mkdir(parents=True)
+    (ckpt / "eval_result" / "20261202-000000" / "metrics.json").write_text("{}")
+    proc = _cli("export", "--ckpt_dir", str(ckpt), "--to", str(tmp_path / "exported"))
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in (tmp_path / "exported").iterdir()}
     assert {"adapter_model.safetensors", "swiftlike.json"} <= names
     assert "optimizer.pt" not in names and "training_args.bin" not in names
+    assert "eval_result" not in names  # like `adapter push`: the results are in the manifest, not files
 
 
 @pytest.mark.parametrize("train_type, extra", [

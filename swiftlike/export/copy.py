@@ -17,7 +17,7 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
     hub); returns where it went."""
     from ..adapters import resolve as resolve_adapter
     from ..adapters.store import INSTALL_INFO
-    from ..checkpoint import walk_files
+    from ..checkpoint import EVAL_RESULTS, walk_files
 
     ckpt = Path(resolve_adapter(ckpt_dir))  # an installed adapter's name or a hub reference works too
     if not ckpt.is_dir():
@@ -31,6 +31,7 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
         raise SwiftlikeError(f"--to {dest}: directory exists and is not empty; choose a new one")
     # the files a push would read, through the same walk: a symlink leaving the checkpoint is refused, not copied
     files = {rel: real for rel, real in walk_files(ckpt).items() if rel != INSTALL_INFO
+             and not rel.startswith(EVAL_RESULTS + "/")  # `swiftlike eval` output; its metrics are in the manifest
              and not any(fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern) for pattern in TRAINER_STATE)}
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
