@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 from .models.options import ModelArguments, arg
+from .paths import replace_dir
 from .registry import SwiftlikeError
 
 
@@ -49,13 +50,7 @@ def merge_lora(ckpt_dir, output_dir=None, *, dequantize=False, force=False, over
         save_template(tmp, loaded.template)
         args = {**saved, "template": loaded.template.name, "merged_from": str(ckpt), "model_dir": str(out)}
         (tmp / "args.json").write_text(json.dumps(args, indent=2))
-        old = None
-        if out.exists():  # moved aside, not deleted, until the new one is in place
-            old = out.with_name(f".{out.name}-old-{tmp.name[-8:]}")
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..models.options import ModelArguments
+from ..paths import replace_dir
 from ..registry import SwiftlikeError
 from .arguments import QUANT_METHODS
 
@@ -74,14 +75,7 @@ def to_quantized(ckpt_dir, to, *, method="bnb", bits=4, dataset=(), val_dataset=
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         report = _quantize(loaded, work, method=method, bits=bits, rows=rows, heldout=heldout, ckpt=source.ckpt)
-        staged = work / "quantized"
-        old = None
-        if out.exists():  # moved aside, not deleted, until the new one is in place
-            old = out.with_name(f".{out.name}-old-{work.name[-8:]}")
-            out.rename(old)
-        staged.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(work / "quantized", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**report, "dir": str(out)}
