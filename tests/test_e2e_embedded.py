@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    return tmp_path_factory.mktemp("home")
+    # CI's SWIFTLIKE_HOME when set, so the embedded model is built from the GGUF once for every slow test
+    return Path(os.environ["SWIFTLIKE_HOME"]) if os.environ.get("SWIFTLIKE_HOME") else tmp_path_factory.mktemp("home")
 
 
 def test_quick_start_learns_identity(home, tmp_path):
