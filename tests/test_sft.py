@@ -340,16 +340,22 @@ def test_deepspeed_configs_by_name_or_file(tmp_path, tiny_model):
 
 
 def test_clear_errors(tmp_path):
-    proc = _cli("sft", "--model_type", "qwen1half-1_8b-chatt", "--dataset", str(DATA))
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == ("Error: unknown model 'qwen1half-1_8b-chatt'; did you mean qwen1half-1_8b-chat"
-                                   + proc.stderr.strip().split("qwen1half-1_8b-chat", 2)[2])
-    proc = _cli("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA),
-                env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
-    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
-    assert "not in the Hugging Face cache" in proc.stderr and "Qwen/Qwen1.5-7B-Chat" in proc.stderr
-    proc = _cli("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA), "--device", "cuda")
-    assert proc.returncode == 1 and "no GPU is visible" in proc.stderr
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = [
+        (("sft", "--model_type", "qwen1half-1_8b-chatt", "--dataset", str(DATA)), None),
+        (("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA)),
+         {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}),
+        (("sft", "--model_type", "qwen1half-7b-chat", "--dataset", str(DATA), "--device", "cuda"), None),
+    ]
+    with ThreadPoolExecutor(3) as pool:  # three independent commands: their start-ups overlap
+        typo, uncached, cuda = pool.map(lambda run: _cli(*run[0], env=run[1]), runs)
+    assert typo.returncode == 1
+    assert typo.stderr.strip() == ("Error: unknown model 'qwen1half-1_8b-chatt'; did you mean qwen1half-1_8b-chat"
+                                   + typo.stderr.strip().split("qwen1half-1_8b-chat", 2)[2])
+    assert uncached.returncode == 1 and len(uncached.stderr.strip().splitlines()) == 1
+    assert "not in the Hugging Face cache" in uncached.stderr and "Qwen/Qwen1.5-7B-Chat" in uncached.stderr
+    assert cuda.returncode == 1 and "no GPU is visible" in cuda.stderr
 
 
 def test_out_of_memory_names_the_levers():
