@@ -49,16 +49,18 @@ def test_yaml_config_with_flags_overriding_and_args_json_reproduces_the_run(tiny
     assert args["lora_rank"] == 2 and args["learning_rate"] == 5e-3 and args["dataset"] == [str(DATA)]
     assert args["stage"] == "sft"
 
-    # the run's own args.json is a valid config: re-running it gives the same adapter
-    proc = _cli("sft", "--config", tmp_path / "a" / "args.json", "--output_dir", tmp_path / "b")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _same_adapter(tmp_path / "a" / "checkpoint-2", tmp_path / "b" / "checkpoint-2")
+    # the run's own args.json is a valid config (given with --config, or as the positional file with output_dir
+    # changed): re-running it gives the same adapter; the two re-runs are independent, so they run at once
+    from concurrent.futures import ThreadPoolExecutor
 
     as_json = tmp_path / "run.json"
     as_json.write_text(json.dumps({**args, "output_dir": str(tmp_path / "c")}))
-    proc = _cli("sft", as_json)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _same_adapter(tmp_path / "a" / "checkpoint-2", tmp_path / "c" / "checkpoint-2")
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda argv: _cli(*argv), [
+            ("sft", "--config", tmp_path / "a" / "args.json", "--output_dir", tmp_path / "b"), ("sft", as_json)]))
+    for proc, out in zip(procs, ("b", "c")):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _same_adapter(tmp_path / "a" / "checkpoint-2", tmp_path / out / "checkpoint-2")
 
 
 def test_config_errors_are_one_line_before_anything_loads(tmp_path):
