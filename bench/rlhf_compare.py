@@ -16,14 +16,13 @@ import json
 import os
 import re
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_compare import SHARED, install_peer, timed, versions  # noqa: E402
+from sft_compare import SHARED, install_peer, run_rounds, timed, versions  # noqa: E402
 
 CFG = dict(rank=8, alpha=32, batch=4, epochs=1, max_length=256, lr=1e-4, warmup=0.05, wd=0.1, seed=42, beta=0.1)
 COMMON = ["--lora_rank", str(CFG["rank"]), "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0",
@@ -125,19 +124,9 @@ def main():
         tools.append(("ms-swift 4.6.0", lambda w: run_msswift(str(swift), model_dir, data, w)))
     if "llamafactory" in only and lf.exists():
         tools.append(("LLaMA-Factory 0.9.5", lambda w: run_llamafactory(str(lf), model_dir, data, w)))
-    runs = {name: [] for name, _ in tools}
-    for k in range(args.repeat):
-        for name, fn in tools[k % len(tools):] + tools[:k % len(tools)]:
-            w = work / f"round{k}"
-            w.mkdir(parents=True, exist_ok=True)
-            runs[name].append(fn(w))
-            print(f"round {k}: {name} {runs[name][-1]['wall']:.1f} s rc {runs[name][-1]['rc']}", file=sys.stderr)
-    results = {}
-    for name, rs in runs.items():
-        ok = [r for r in rs if r["rc"] == 0] or rs
-        results[name] = {**ok[-1], "wall": statistics.median(r["wall"] for r in ok), "walls": [r["wall"] for r in rs],
-                         "rss": statistics.median(r["rss"] for r in ok)}
-        results[name]["judge"] = judge(model_dir, results[name]["adapter"]) if results[name]["adapter"] else {}
+    results = run_rounds(tools, args.repeat, work, round_dirs=True)
+    for r in results.values():
+        r["judge"] = judge(model_dir, r["adapter"]) if r["adapter"] else {}
     base = judge(model_dir, None)
     print(f"work dir: {work}\nconfig: {CFG}  swiftlike extra: {args.extra or '-'}")
     print(f"swiftlike: {versions(Path(sys.executable))}")

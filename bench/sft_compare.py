@@ -171,6 +171,24 @@ def heldout_loss(model_dir, adapter, rows) -> float:
     return total / count
 
 
+def run_rounds(tools, repeat: int, work: Path, *, round_dirs: bool = False) -> dict:
+    """Each tool's median run. Shared cores drift: with repeat N every round runs all tools (the order rotates each
+    round) and the table gives each tool's median; the per-round walls show how much the machine moved."""
+    runs = {name: [] for name, _ in tools}
+    for k in range(repeat):
+        for name, fn in tools[k % len(tools):] + tools[:k % len(tools)] if tools else []:
+            w = work / f"round{k}" if repeat > 1 or round_dirs else work
+            w.mkdir(parents=True, exist_ok=True)
+            runs[name].append(fn(w))
+            print(f"round {k}: {name} {runs[name][-1]['wall']:.1f} s rc {runs[name][-1]['rc']}", file=sys.stderr)
+    results = {}
+    for name, rs in runs.items():
+        ok = [r for r in rs if r["rc"] == 0] or rs
+        results[name] = {**ok[-1], "wall": statistics.median(r["wall"] for r in ok), "walls": [r["wall"] for r in rs],
+                         "rss": statistics.median(r["rss"] for r in ok)}
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--venvs", default="/work/venvs", help="where the peers' virtualenvs are (or go, --install)")
@@ -202,22 +220,7 @@ def main():
         tools.append(("ms-swift 4.6.0", lambda w: run_msswift(args.swift, model_dir, args.train, w)))
     if "llamafactory" in only and Path(args.llamafactory).exists():
         tools.append(("LLaMA-Factory 0.9.5", lambda w: run_llamafactory(args.llamafactory, model_dir, args.train, w)))
-    # Shared cores drift: with --repeat N every round runs all tools (the order rotates each round) and the
-    # table gives each tool's median; the per-round ratios show how much the machine moved.
-    runs = {name: [] for name, _ in tools}
-    for k in range(args.repeat):
-        order = tools[k % len(tools):] + tools[:k % len(tools)] if tools else []
-        for name, fn in order:
-            w = work / f"round{k}" if args.repeat > 1 else work
-            w.mkdir(parents=True, exist_ok=True)
-            runs[name].append(fn(w))
-            print(f"round {k}: {name} {runs[name][-1]['wall']:.1f} s", file=sys.stderr)
-    results = {}
-    for name, rs in runs.items():
-        ok = [r for r in rs if r["rc"] == 0] or rs
-        walls = sorted(r["wall"] for r in ok)
-        results[name] = {**ok[-1], "wall": statistics.median(walls), "walls": [r["wall"] for r in rs],
-                         "rss": statistics.median(r["rss"] for r in ok)}
+    results = run_rounds(tools, args.repeat, work)
     rows = [json.loads(line) for line in Path(args.heldout).read_text().splitlines() if line.strip()]
     for r in results.values():
         r["heldout"] = heldout_loss(model_dir, r["adapter"], rows) if r["adapter"] else None
