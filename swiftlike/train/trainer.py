@@ -3,15 +3,13 @@ checkpoints with a manifest (a mixin the other stages' TRL trainers use too), an
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
-from .atomic_checkpoints import STAGING, AtomicCheckpoints  # noqa: F401  (STAGING: the staging dir name)
+from .atomic_checkpoints import AtomicCheckpoints
 
 IGNORE_INDEX = -100
 
