@@ -2,7 +2,9 @@
 
 It speaks the subset the real `huggingface_hub` client uses to push and download a folder: create repo, create
 branch, validate-yaml, preupload (every file "regular"), commit (NDJSON, base64 files), revision info, tree, and
-resolve (HEAD + GET). Endpoints and fields follow huggingface_hub's hf_api.py, _commit_api.py and file_download.py.
+resolve (HEAD + GET); and `list_models` (GET /api/models: search, author, filter, sort, limit, full, expand,
+cardData), whose tags are derived from each repo's README.md front matter on main, as the Hub does. Endpoints and
+fields follow huggingface_hub's hf_api.py, _commit_api.py and file_download.py.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import threading
 import time
 
 import uvicorn
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -58,7 +61,8 @@ class FakeHub:
         @app.middleware("http")
         async def record(request: Request, call_next):
             self.requests.append({"method": request.method, "path": request.url.path,
-                                  "authorization": request.headers.get("authorization")})
+                                  "authorization": request.headers.get("authorization"),
+                                  "query": list(request.query_params.multi_items())})
             return await call_next(request)
 
         @app.post("/api/repos/create")
@@ -69,7 +73,7 @@ class FakeHub:
                 return JSONResponse({"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"},
                                     status_code=409)
             repo = {"private": body.get("visibility") == "private", "type": body.get("type") or "model",
-                    "branches": {}, "commits": {}}
+                    "branches": {}, "commits": {}, "downloads": 0, "likes": 0, "created": time.time()}
             repo["branches"]["main"] = self._commit(repo, None, {".gitattributes": GITATTRIBUTES}, "initial commit")
             self.repos[repo_id] = repo
             return {"url": f"{self.url}/{repo_id}", "name": repo_id, "id": repo_id}
@@ -116,6 +120,7 @@ class FakeHub:
                     return _error(400, "BadRequest", f"unsupported commit operation {item['key']}")
             sha = self._commit(repo, parent, files, header["summary"])
             repo["branches"][rev] = sha
+            repo["modified"] = time.time()
             return {"commitUrl": f"{self.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
 
         @app.get("/api/{kind}/{org}/{name}/revision/{rev}")
@@ -144,11 +149,67 @@ class FakeHub:
             data = repo["commits"][sha]["files"].get(path)
             if data is None:
                 return _error(404, "EntryNotFound", f"{path} does not exist at {rev}")
+            if request.method == "GET" and path == "adapter_config.json":  # what the Hub counts for peft repos
+                repo["downloads"] += 1
             headers = {"X-Repo-Commit": sha, "ETag": f'"{_blob_oid(data)}"', "Content-Length": str(len(data))}
             return Response(b"" if request.method == "HEAD" else data, headers=headers,
                             media_type="application/octet-stream")
 
+        @app.get("/api/models")
+        async def list_models(request: Request):
+            q = request.query_params
+            authorized = bool(request.headers.get("authorization"))
+            rows = [self._model_item(repo_id, repo) for repo_id, repo in self.repos.items()
+                    if repo["type"] == "model" and (authorized or not repo["private"])]
+            if q.get("search"):
+                rows = [r for r in rows if q["search"].lower() in r["id"].lower()]
+            if q.get("author"):
+                rows = [r for r in rows if r["id"].split("/")[0] == q["author"]]
+            for wanted in q.getlist("filter"):  # every filter must match (a tag, or the library)
+                rows = [r for r in rows if wanted in r["tags"] or wanted == r.get("library_name")]
+            key = {"lastModified": "lastModified", "createdAt": "createdAt", "likes": "likes"}.get(
+                q.get("sort"), "downloads")
+            rows.sort(key=lambda r: r[key], reverse=q.get("direction", "-1") == "-1")
+            if q.get("limit"):
+                rows = rows[:int(q["limit"])]
+            expand = q.getlist("expand")
+            full = q.get("full") in ("True", "true", "1")
+            card = q.get("cardData") in ("True", "true", "1")
+            out = []
+            for row in rows:
+                if expand:
+                    keep = {"_id", "id", *expand}
+                else:
+                    keep = {"_id", "id", "likes", "downloads", "tags", "pipeline_tag", "library_name", "createdAt",
+                            "private", "lastModified"} | ({"siblings", "sha"} if full else set()) | \
+                           ({"cardData"} if card or full else set())
+                out.append({k: v for k, v in row.items() if k in keep})
+            return out
+
         return app
+
+    def _model_item(self, repo_id: str, repo: dict) -> dict:
+        """A repo as /api/models lists it: tags from the card's front matter on main (its `tags`, the library and
+        `base_model:`), as the Hub derives them."""
+        sha = repo["branches"]["main"]
+        files = repo["commits"][sha]["files"]
+        card = {}
+        readme = files.get("README.md", b"").decode("utf-8", "replace")
+        if readme.startswith("---\n") and "\n---" in readme[4:]:
+            card = yaml.safe_load(readme[4:readme.index("\n---", 4)]) or {}
+        tags = [str(t) for t in card.get("tags") or []]
+        library = card.get("library_name")
+        bases = card.get("base_model") or []
+        for base in [bases] if isinstance(bases, str) else bases:
+            tags += [f"base_model:{base}"] + ([f"base_model:adapter:{base}"] if library == "peft" else [])
+        if library:
+            tags.insert(0, library)
+        stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))  # noqa: E731
+        return {"_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24], "id": repo_id, "sha": sha,
+                "tags": list(dict.fromkeys(tags)), "library_name": library, "pipeline_tag": card.get("pipeline_tag"),
+                "downloads": repo["downloads"], "likes": repo["likes"], "private": repo["private"],
+                "createdAt": stamp(repo["created"]), "lastModified": stamp(repo.get("modified", repo["created"])),
+                "siblings": [{"rfilename": p} for p in sorted(files)], "cardData": card}
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "FakeHub":

@@ -22,6 +22,10 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
     tags = ["swiftlike", str(tuner)] + (["peft"] if is_adapter else [])
     if is_adapter and base_id:
         tags.append(f"base_model:adapter:{base_id}")
+    # The Hub derives a repo's tags from these: `adapter search --base/--tuner` filters on them server-side
+    if info.get("base_model_type"):
+        tags.append(f"swiftlike-base:{info['base_model_type']}")
+    tags.append(f"swiftlike-tuner:{tuner}")
     front = ["---"]
     if is_adapter:
         front.append("library_name: peft")
@@ -32,6 +36,7 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
     front.append("pipeline_tag: text-generation")
     front.append("tags:")
     front += [f"- {_yaml_str(t)}" for t in dict.fromkeys(tags)]
+    front += search_metadata(info, tuner, cfg)
     front.append("---")
 
     label = {"lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}.get(str(tuner), str(tuner))
@@ -73,6 +78,15 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
     lines += ["", "`swiftlike.json` lists the sha256 and size of every file; swiftlike verifies them on install and "
               "refuses to load the adapter on another base model (`--force` overrides)."]
     return "\n".join(lines) + "\n"
+
+
+def search_metadata(info: dict, tuner, cfg) -> list[str]:
+    """A `swiftlike:` block of the front matter: what a search row shows (the Hub returns it as cardData in the
+    same listing request, so no file is fetched per hit)."""
+    fields = {"base_model_type": info.get("base_model_type"), "tuner": tuner,
+              "rank": cfg.get("r") if isinstance(cfg.get("r"), int) else None, "version": info.get("version")}
+    lines = [f"  {k}: {v if isinstance(v, int) else _yaml_str(v)}" for k, v in fields.items() if v is not None]
+    return ["swiftlike:", *lines] if lines else []
 
 
 def evaluation_lines(evaluations) -> list[str]:
