@@ -2,7 +2,9 @@
 
 Each hub is a registry entry whose factory builds an object with
 `download(repo_id, *, repo_type="model", revision=None, cache_dir=None, allow_patterns=None) -> Path` and
-`upload(folder, repo_id, *, revision=None, private=False, message=None) -> revision`. References to a repo on a hub
+`upload(folder, repo_id, *, revision=None, private=False, message=None) -> revision`, and, for hubs that can list
+adapters, `search(query=None, *, base_model_type=None, tuner=None, limit=20) -> [row]` (row: ref, base_model_type,
+tuner, rank, downloads, likes, updated, files — None where the hub does not say). References to a repo on a hub
 (`hf:ORG/NAME@REV`) are parsed by `swiftlike.hub.refs`.
 """
 from __future__ import annotations
@@ -54,6 +56,11 @@ def snapshot_download(repo_id: str, *, hub: str | None = None, repo_type: str = 
                       cache_dir: str | None = None, allow_patterns=None) -> Path:
     return Path(get_hub(hub).download(repo_id, repo_type=repo_type, revision=revision, cache_dir=cache_dir,
                                       allow_patterns=allow_patterns))
+
+
+def tag_value(tags, prefix: str) -> str | None:
+    """'lora' from ['swiftlike', 'swiftlike-tuner:lora'] and 'swiftlike-tuner:' (the card tags a search filters on)."""
+    return next((t[len(prefix):] for t in tags or () if isinstance(t, str) and t.startswith(prefix)), None)
 
 
 class OfflineError(SwiftlikeError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import SwiftlikeError
+from . import tag_value
 
 
 class HFHub:
@@ -79,7 +80,64 @@ class HFHub:
             raise SwiftlikeError(f"cannot push to {ref}: {detail}") from None
         return info.oid
 
+    def search(self, query=None, *, base_model_type=None, tuner=None, limit=20) -> list[dict]:
+        """Adapters pushed with swiftlike: one `list_models` request (library peft, tag swiftlike, and the
+        swiftlike-base:/swiftlike-tuner: tags the card puts there), most downloaded first. Rank comes from the
+        card's `swiftlike:` block, returned in the same request; only a hit whose card lacks it costs a fetch of its
+        small swiftlike.json. Rows: ref, base_model_type, tuner, rank, downloads, likes, updated, files."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+        filters = ["peft", "swiftlike"] + ([f"swiftlike-base:{base_model_type}"] if base_model_type else []) + \
+            ([f"swiftlike-tuner:{tuner}"] if tuner else [])
+        try:
+            models = list(HfApi().list_models(
+                search=query or None, filter=filters, sort="downloads", limit=limit,
+                expand=["downloads", "likes", "lastModified", "tags", "siblings", "cardData"]))
+        except OfflineModeIsEnabled:
+            raise SwiftlikeError("offline (HF_HUB_OFFLINE=1 is set)") from None
+        except HfHubHTTPError as err:
+            status = getattr(err.response, "status_code", None)
+            raise SwiftlikeError(f"answered HTTP {status} ({_first_line(err)})") from None
+        rows = []
+        for m in models:
+            tags = m.tags or []
+            meta = (m.card_data.to_dict() if m.card_data else {}).get("swiftlike")
+            meta = meta if isinstance(meta, dict) else {}
+            row = {"ref": f"hf:{m.id}",
+                   "base_model_type": meta.get("base_model_type") or tag_value(tags, "swiftlike-base:"),
+                   "tuner": meta.get("tuner") or tag_value(tags, "swiftlike-tuner:"), "rank": meta.get("rank"),
+                   "downloads": m.downloads, "likes": m.likes,
+                   "updated": m.last_modified.strftime("%Y-%m-%dT%H:%M:%SZ") if m.last_modified else None,
+                   "files": [s.rfilename for s in m.siblings] if m.siblings is not None else None}
+            if row["rank"] is None:
+                row.update(_manifest_fields(m.id))
+            rows.append(row)
+        return rows
+
     @staticmethod
     def storage_root(snapshot: Path) -> Path:
         """Snapshot files are symlinks into ../../blobs: the repo cache dir is what they may point into."""
         return Path(snapshot).resolve().parent.parent
+
+
+def _manifest_fields(repo_id: str) -> dict:
+    """base_model_type, tuner and rank from a repo's swiftlike.json ({} when it cannot be read: a search row then
+    shows less, it does not fail)."""
+    from huggingface_hub import hf_hub_download
+
+    from ..checkpoint import MANIFEST, check_manifest_fields, parse_manifest, read_manifest_bytes
+
+    try:
+        manifest = parse_manifest(read_manifest_bytes(hf_hub_download(repo_id, MANIFEST)), MANIFEST)
+        check_manifest_fields(manifest, f"hf:{repo_id}/{MANIFEST}")
+    except Exception:
+        return {}
+    cfg = manifest.get("tuner_config") or {}
+    return {k: v for k, v in {"base_model_type": manifest.get("base_model_type"), "tuner": manifest.get("tuner"),
+                              "rank": cfg.get("r")}.items() if v is not None}
+
+
+def _first_line(err) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

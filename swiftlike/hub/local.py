@@ -105,6 +105,40 @@ class LocalHub:
         it checks the bytes against the revision's name with `check_content`."""
         return self.repo_dir(repo_id) / self.resolve_revision(repo_id, revision)
 
+    def search(self, query=None, *, base_model_type=None, tuner=None, limit=20) -> list[dict]:
+        """Adapters on this hub, from each repo's `main` ref and the manifest of that revision; the most recently
+        pushed first. `query` matches ORG/NAME (case-insensitive); a repo whose refs or manifest cannot be read is
+        not a hit. This hub counts no downloads or likes."""
+        from ..checkpoint import read_manifest
+
+        root = self.root
+        if not root.is_dir():
+            raise SwiftlikeError(f"{root}: no such directory (the local hub's root)")
+        rows = []
+        for repo in root.glob("*/*"):
+            repo_id = f"{repo.parent.name}/{repo.name}"
+            if not (_PART.fullmatch(repo.parent.name) and _PART.fullmatch(repo.name) and (repo / REFS).is_file()):
+                continue
+            if query and query.lower() not in repo_id.lower():
+                continue
+            try:
+                revision = repo / self.resolve_revision(repo_id)
+                manifest = read_manifest(revision)
+                pushed = (repo / REFS).stat().st_mtime
+            except (SwiftlikeError, OSError):
+                continue
+            cfg = manifest.get("tuner_config") if isinstance(manifest.get("tuner_config"), dict) else {}
+            row = {"ref": f"local:{repo_id}", "base_model_type": manifest.get("base_model_type"),
+                   "tuner": manifest.get("tuner"), "rank": cfg.get("r"), "downloads": None, "likes": None,
+                   "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pushed)),
+                   "files": sorted(p.name for p in revision.iterdir())}
+            if manifest.get("kind", "adapter") != "adapter" or \
+                    (base_model_type and row["base_model_type"] != base_model_type) or (tuner and row["tuner"] != tuner):
+                continue
+            rows.append(row)
+        rows.sort(key=lambda r: r["updated"], reverse=True)
+        return rows[:limit]
+
     def check_content(self, repo_id: str, revision: str, digests: dict) -> None:
         """Refuse files ({path: sha256}, as copied) that are not the content revision `revision` is named after:
         a revision dir changed after its push (weights and manifest alike) is not that revision any more."""

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..registry import SwiftlikeError
+from . import tag_value
 
 
 class MSHub:
@@ -60,6 +61,42 @@ class MSHub:
                 if commit.get(key):
                     return str(commit[key])
         return branch
+
+    def search(self, query=None, *, base_model_type=None, tuner=None, limit=20) -> list[dict]:
+        """Models tagged `swiftlike` on ModelScope through its OpenAPI client (modelscope_hub, which
+        modelscope.hub.api.HubApi wraps; it imports in a second where modelscope takes several), most downloaded
+        first. Base model type and tuner come from the swiftlike-base:/swiftlike-tuner: tags; ModelScope's listing
+        has no file list or card data, so rank and signature are left unknown (`adapter info` reads them)."""
+        if offline():
+            raise SwiftlikeError("offline (MODELSCOPE_OFFLINE/SWIFTLIKE_OFFLINE is set)")
+        try:
+            from modelscope_hub import HubApi
+        except ImportError:
+            raise SwiftlikeError("the modelscope client is not installed (pip install modelscope)") from None
+        try:
+            page = HubApi(token=os.environ.get("MODELSCOPE_API_TOKEN") or None).list_repos(
+                "model", search=query or None, sort="downloads", page_size=min(int(limit), 50), custom_tag="swiftlike")
+        except Exception as err:  # modelscope_hub raises NetworkError (a ConnectionError) when it cannot connect
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            if isinstance(err, (ConnectionError, TimeoutError)):
+                raise SwiftlikeError(f"cannot be reached ({type(err).__name__}: {detail})") from None
+            raise SwiftlikeError(f"search failed ({type(err).__name__}: {detail})") from None
+        rows = []
+        for info in page.items:
+            tags = [str(t) for t in info.tags or []]
+            row = {"ref": f"ms:{info.owner}/{info.name}", "base_model_type": tag_value(tags, "swiftlike-base:"),
+                   "tuner": tag_value(tags, "swiftlike-tuner:"), "rank": None, "downloads": info.downloads,
+                   "likes": info.likes, "updated": _iso(info.last_modified), "files": None}
+            if (base_model_type and row["base_model_type"] != base_model_type) or (tuner and row["tuner"] != tuner):
+                continue
+            rows.append(row)
+        return rows[:limit]
+
+
+def _iso(value) -> str | None:
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value) if value else None
 
 
 def offline() -> bool:
