@@ -1,4 +1,4 @@
-"""`swiftlike adapter push|install|list|show|remove|verify|package`: the adapter marketplace (no torch import)."""
+"""`swiftlike adapter search|info|push|install|list|show|remove|verify|package`: the adapter marketplace (no torch import)."""
 from __future__ import annotations
 
 import click
@@ -18,9 +18,71 @@ def adapter():
 
     \b
       swiftlike adapter push output/…/checkpoint-50 hf:acme/nova-lora
+      swiftlike adapter search nova --base smollm2-135m-instruct
+      swiftlike adapter info hf:acme/nova-lora
       swiftlike adapter install hf:acme/nova-lora
       swiftlike infer --ckpt_dir nova-lora
     """
+
+
+@adapter.command("search")
+@click.argument("query", required=False)
+@click.option("--base", help="Only adapters for this base model type (see `swiftlike models list`).")
+@click.option("--tuner", help="Only adapters of this tuner (lora, qlora, dora, …).")
+@click.option("--hub", help="Search this hub only (hf, ms, local); default: every hub that can search.")
+@click.option("--limit", default=20, show_default=True, type=int, help="At most this many adapters per hub.")
+@hub_root_option
+@json_option
+def adapter_search(query, base, tuner, hub, limit, hub_root, as_json):
+    """Find published adapters by name (QUERY), base model type and tuner on the hubs. The table goes to stdout,
+    which hubs answered (and why the others did not) to stderr; --json holds both."""
+    from ..adapters.search import COLUMNS, search
+    from ..registry import SwiftlikeError
+
+    result = search(query, base=base, tuner=tuner, hub=hub, limit=limit, hub_root=hub_root)
+    if not result.answered:  # one line: the hub's own reason, or every hub's
+        raise SwiftlikeError(result.status_lines()[0] if hub else "no hub answered: " +
+                             "; ".join(result.status_lines()))
+    if as_json:
+        echo_json({"rows": result.rows, "hubs": result.hubs})
+    else:
+        rows = [{**r, "signed": {True: "yes", False: "no"}.get(r["signed"])} for r in result.rows]
+        echo_table(rows, list(COLUMNS))
+        for line in result.status_lines():
+            click.echo(line, err=True)
+
+
+@adapter.command("info")
+@click.argument("ref")
+@hub_root_option
+@json_option
+def adapter_info(ref, hub_root, as_json):
+    """A published adapter's manifest (checked as an install would), model card, files and sizes, metrics and
+    signature status, without installing it: only swiftlike.json, swiftlike.sig and README.md are fetched."""
+    from ..adapters.remote_info import remote_info
+
+    data = remote_info(ref, hub_root=hub_root)
+    if as_json:
+        echo_json(data)
+        return
+    card = data.pop("card")
+    files = data.pop("files")
+    evaluations = data.pop("evaluations")
+    manifest = data.pop("manifest")
+    data["signature"] = data["signature"]["summary"]
+    data["size"] = _human(data["size"])
+    data["template"] = manifest.get("template")
+    data["datasets"] = ", ".join(map(str, manifest.get("datasets") or [])) or None
+    data["step"] = manifest.get("step")
+    data["created"] = manifest.get("created")
+    data["metrics"] = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in data["metrics"].items()) or None
+    for i, e in enumerate(reversed(evaluations)):  # the newest first
+        data["evaluation" if i == 0 else f"evaluation {i + 1}"] = _evaluation_line(e)
+    data["files"] = ", ".join(f"{rel} ({_human(e['size'])})" for rel, e in files.items())
+    echo_fields(data)
+    if card:
+        click.echo(f"\n--- README.md ---\n{card.rstrip()}")
 
 
 @adapter.command("push")
