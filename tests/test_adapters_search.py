@@ -78,9 +78,14 @@ def world(tmp_path_factory):
     _commit_files(hub, "acme/nova-lora",
                   {SIGNATURE: sign(_files(hub, "acme/nova-lora")["swiftlike.json"], trusted, "acme")})
     # orbit's card without the `swiftlike:` block: search then reads rank from its swiftlike.json
+    import hashlib
+
     card = _files(hub, "orbit-labs/orbit-dora")["README.md"].decode()
     start = card.index("swiftlike:\n")
-    _commit_files(hub, "orbit-labs/orbit-dora", {"README.md": (card[:start] + card[card.index("---", start):]).encode()})
+    card = (card[:start] + card[card.index("---", start):]).encode()
+    manifest = json.loads(_files(hub, "orbit-labs/orbit-dora")["swiftlike.json"])
+    manifest["files"]["README.md"] = {"sha256": hashlib.sha256(card).hexdigest(), "size": len(card)}
+    _commit_files(hub, "orbit-labs/orbit-dora", {"README.md": card, "swiftlike.json": json.dumps(manifest).encode()})
     hub.repos["acme/nova-lora"]["downloads"], hub.repos["orbit-labs/orbit-dora"]["downloads"] = 5, 9
     hub.repos["acme/nova-lora"]["likes"] = 3
 
@@ -196,16 +201,21 @@ def test_info_reads_a_remote_adapter_without_installing_it(world):
     assert data["files"]["adapter_model.safetensors"]["size"] == len(files["adapter_model.safetensors"])
     assert data["size"] == sum(len(files[rel]) for rel in data["files"])
     assert data["card"] == files["README.md"].decode() and data["manifest"]["version"] == "0.1.0"
+    assert data["repository"] == []  # the Hub's listing of the revision matches the manifest
     assert not (world["home"] / "adapters").exists()  # nothing installed
     weights = [r for r in world["hub"].requests if r["path"].endswith("/adapter_model.safetensors")]
     assert not weights  # only the manifest, the signature and the card were fetched
 
+    # a weights file swapped on the Hub (manifest left as it was): shown before anything is installed
+    _commit_files(world["hub"], "orbit-labs/orbit-dora", {"adapter_model.safetensors": b"x" * 10})
     proc = _cli("adapter", "info", "hf:orbit-labs/orbit-dora", env=world["env"])
     assert proc.returncode == 0, proc.stderr
     fields = dict(line.split(None, 1) for line in proc.stdout.split("\n--- README.md ---")[0].splitlines()
                   if not line.startswith(("base_model ", "base_model_type")))
     assert fields["signature"] == "unsigned" and fields["tuner"] == "dora" and fields["rank"] == "4"
     assert "adapter_model.safetensors (" in fields["files"]
+    assert fields["repository"].startswith("adapter_model.safetensors: 10 bytes in the repository, the manifest says ")
+    assert fields["repository"].endswith(" (an install refuses it)")
     assert "\n--- README.md ---\n---\nlibrary_name: peft" in proc.stdout
 
 

@@ -13,7 +13,7 @@ from ..checkpoint import MANIFEST, check_manifest, parse_manifest, read_manifest
 from ..hub import open_hub
 from ..hub.refs import parse_ref
 from ..registry import SwiftlikeError
-from .checks import source_file
+from .checks import is_housekeeping, source_file
 from .signing import MAX_SIGNATURE_BYTES, SIGNATURE, check_signature, trusted_keys
 
 CARD = "README.md"
@@ -22,7 +22,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-
 
 
 def remote_info(ref_text: str, *, hub_root: str | None = None) -> dict:
-    """{ref, revision, manifest, files, size, metrics, evaluations, signature, card} of hub reference `ref_text`."""
+    """{ref, revision, name, version, kind, base_model_type, base_model, tuner, rank, signature, files, size,
+    repository, metrics, evaluations, manifest, card} of hub reference `ref_text`. `repository` compares the hub's
+    own listing of the revision with the manifest (a list of problems, [] when every file matches; None when the hub
+    gives no listing, e.g. offline or a local hub)."""
     ref = parse_ref(ref_text)
     hub = open_hub(ref.hub, hub_root)  # an unknown hub prefix: one line, before any request
     try:
@@ -38,6 +41,7 @@ def remote_info(ref_text: str, *, hub_root: str | None = None) -> dict:
         sig = _optional(src, SIGNATURE, storage, MAX_SIGNATURE_BYTES)
         verdict = check_signature(data, sig, trusted_keys())
         card = _optional(src, CARD, storage, MAX_CARD_BYTES)
+        listing = hub.listing(ref.repo_id, revision=src.name) if hasattr(hub, "listing") else None
     except (SwiftlikeError, OSError) as err:
         said = str(err) if isinstance(err, SwiftlikeError) else f"{type(err).__name__}: {err}"
         said = said.strip().splitlines()[0] if said.strip() else type(err).__name__
@@ -52,9 +56,20 @@ def remote_info(ref_text: str, *, hub_root: str | None = None) -> dict:
                           "reason": verdict.reason or None, "summary": verdict.describe()},
             "files": {rel: {"size": e["size"], "sha256": e["sha256"]} for rel, e in files.items()},
             "size": sum(e["size"] for e in files.values()),
+            "repository": _compare(listing[1], files) if listing else None,
             "metrics": manifest.get("metrics") or {}, "evaluations": manifest.get("evaluations") or [],
             "manifest": {k: v for k, v in manifest.items() if k != "files"},
             "card": _CONTROL.sub("?", card[:MAX_CARD_BYTES].decode("utf-8", "replace")) if card is not None else None}
+
+
+def _compare(sizes: dict, files: dict) -> list[str]:
+    """What an install would refuse in the hub's own listing of the revision, said file by file ([] = all match)."""
+    out = [f"{rel}: missing from the repository" for rel in files if rel not in sizes]
+    out += [f"{rel}: {sizes[rel]} bytes in the repository, the manifest says {e['size']}" for rel, e in files.items()
+            if sizes.get(rel) is not None and sizes[rel] != e["size"]]
+    out += [f"{rel}: in the repository, not listed in {MANIFEST}" for rel in sizes
+            if rel not in files and rel not in (MANIFEST, SIGNATURE) and not is_housekeeping(rel)]
+    return out
 
 
 def _optional(src: Path, rel: str, storage, limit: int) -> bytes | None:

@@ -80,6 +80,10 @@ def adapter_info(ref, hub_root, as_json):
     for i, e in enumerate(reversed(evaluations)):  # the newest first
         data["evaluation" if i == 0 else f"evaluation {i + 1}"] = _evaluation_line(e)
     data["files"] = ", ".join(f"{rel} ({_human(e['size'])})" for rel, e in files.items())
+    problems = data.pop("repository")
+    data["repository"] = ("not listed by the hub" if problems is None else
+                          "every file as the manifest says" if not problems else
+                          "; ".join(problems) + " (an install refuses it)")
     echo_fields(data)
     if card:
         click.echo(f"\n--- README.md ---\n{card.rstrip()}")
