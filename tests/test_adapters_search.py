@@ -264,3 +264,53 @@ def test_info_bad_input_is_one_line(world, tmp_path):
         proc = _cli("adapter", "info", ref, env=env)
         assert proc.returncode == 1 and proc.stderr.startswith(expected) and proc.stderr.count("\n") == 1, \
             proc.stderr
+
+
+def test_search_waits_for_no_hub_past_the_deadline(plugins, monkeypatch):
+    """A plugin hub that never answers is reported after the deadline while the others' rows still come back; a hub
+    without `search` is named, not an error."""
+    import threading
+    import time
+
+    import huggingface_hub.constants as hf_constants
+
+    import swiftlike
+    from swiftlike.adapters.search import search
+
+    release = threading.Event()
+
+    class Stuck:
+        def search(self, query=None, **kw):
+            release.wait(30)
+            return []
+
+    class Answers:
+        def search(self, query=None, **kw):
+            return [{"ref": "quick:acme/nova\x1b[2J", "tuner": "lora", "rank": "8", "downloads": 3,
+                     "files": ["swiftlike.json", "swiftlike.sig"]}]
+
+    class Plugin:
+        @swiftlike.hookimpl
+        def register_hubs(self, register):
+            register("stuck", factory=Stuck)
+            register("quick", factory=Answers)
+            register("plain", factory=object)
+
+    plugins.add(Plugin(), "test-hubs")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.delenv("SWIFTLIKE_LOCAL_HUB", raising=False)
+    try:
+        started = time.monotonic()
+        result = search(timeout=0.5)
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+    hubs = {h["hub"]: h for h in result.hubs}
+    assert hubs["stuck"] == {"hub": "stuck", "answered": False, "reason": "no answer within 0.5 s"}
+    assert hubs["plain"] == {"hub": "plain", "answered": False, "reason": "does not support search"}
+    assert hubs["quick"] == {"hub": "quick", "answered": True, "rows": 1}
+    # hub text is cleaned for the terminal; a rank that is not a number is dropped
+    assert result.rows == [{"hub": "quick", "ref": "quick:acme/nova?[2J", "base_model_type": None, "tuner": "lora",
+                            "rank": None, "downloads": 3, "likes": None, "updated": None, "signed": True}]
+    with pytest.raises(SwiftlikeError, match=r"^hub 'plain' cannot search \(hubs that can: hf, local, ms, quick"):
+        search(hub="plain")
