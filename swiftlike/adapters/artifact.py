@@ -14,7 +14,7 @@ from pathlib import Path
 from ..checkpoint import EVAL_RESULTS, MANIFEST, check_manifest_fields, check_manifest_files, read_manifest, \
     walk_files, write_manifest
 from ..checkpoint import card
-from ..registry import SwiftlikeError
+from ..registry import SwiftlikeError, get_registry
 from .checks import is_pickle, is_training_state, link_or_copy, verify_file
 
 DEFAULT_VERSION = "0.1.0"
@@ -71,11 +71,13 @@ def generated_info(src: Path, files: dict | None = None) -> dict:
     parent = Path(args["merged_from"]) if args.get("merged_from") else None
     inherited = read_manifest(parent) if parent and parent.is_dir() else {}
     for key in ("base_model_type", "base_model", "base_revision", "template", "template_text", "system", "tuner",
-                "tuner_config", "datasets", "step", "metrics"):
+                "tuner_config", "datasets", "step", "metrics", "license"):
         if inherited.get(key) is not None:
             info[key] = inherited[key]
     info.setdefault("base_model_type", args.get("model_type"))
     info.setdefault("template", args.get("template"))
+    if not info.get("license") and info.get("base_model_type") in get_registry().models:
+        info["license"] = get_registry().models.get(info["base_model_type"]).license
     if adapter_cfg:
         info.setdefault("base_model", adapter_cfg.get("base_model_name_or_path"))
         info.setdefault("tuner", str(adapter_cfg.get("peft_type", "lora")).lower())
