@@ -299,3 +299,34 @@ def test_serve_admin_load_follows_the_policy(swiftlike_home, tiny_model, tmp_pat
         assert sorted(names) == ["plain", "signed"]
     finally:
         server.close()
+
+
+def test_base_model_licence_in_catalog_manifest_and_card(tmp_path):
+    from click.testing import CliRunner
+
+    from swiftlike.adapters.artifact import build
+    from swiftlike.checkpoint import check_manifest_fields
+    from swiftlike.cli import cli
+
+    def show(name):
+        result = CliRunner().invoke(cli, ["models", "show", name, "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)["license"]
+
+    assert [show(n) for n in ("qwen2_5-7b-instruct", "qwen2_5-3b-instruct", "llama3_1-8b-instruct", "gemma2-9b",
+                              "phi3-4b-4k-instruct", "chatglm3-6b")] == [
+        "apache-2.0", "qwen-research", "llama3.1", "gemma", "mit", None]  # None: not verified, not guessed
+
+    for model_type, licence, front in (
+            ("qwen2_5-7b-instruct", "apache-2.0", "license: apache-2.0\n"),
+            ("qwen1half-7b-chat", "tongyi-qianwen", 'license: other\nlicense_name: "tongyi-qianwen"\n')):
+        src = tmp_path / model_type  # a PEFT dir from elsewhere: its manifest is generated, licence included
+        src.mkdir()
+        (src / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+        (src / "adapter_model.safetensors").write_bytes(b"\0" * 64)
+        (src / "args.json").write_text(json.dumps({"model_type": model_type}))
+        manifest = build(src, tmp_path / f"{model_type}-out", name="x")
+        assert manifest["license"] == licence
+        assert front in (tmp_path / f"{model_type}-out" / "README.md").read_text().split("---")[1]
+    with pytest.raises(SwiftlikeError, match="field 'license'"):
+        check_manifest_fields({"license": "apache 2.0\nhidden"}, "swiftlike.json")
