@@ -147,6 +147,12 @@ def test_signed_push_installs_with_require_signature(hub, swiftlike_home, tmp_pa
     assert verify("nova").signature().status == "trusted"
     assert get("nova").details()["signature"] == f"signed by acme (key {key.key_id}), trusted"
 
+    # re-publishing an installed adapter: its old signature (over the old manifest) is not carried along
+    from swiftlike.adapters.publish import push
+
+    rev = push(get("nova").path, "local:acme/nova-copy").rsplit("@", 1)[1]
+    assert not (hub / "acme" / "nova-copy" / rev / "swiftlike.sig").exists()
+
     # the stored signature is sealed with the rest: replacing it after install is caught
     os.chmod(vdir, 0o755)
     (vdir / "swiftlike.sig").write_text((vdir / "swiftlike.sig").read_text().replace(sig["signature"][:8], "A" * 8))

@@ -16,18 +16,21 @@ from ..checkpoint import EVAL_RESULTS, MANIFEST, check_manifest_fields, check_ma
 from ..checkpoint import card
 from ..registry import SwiftlikeError, get_registry
 from .checks import is_pickle, is_training_state, link_or_copy, verify_file
+from .signing import SIGNATURE
 
 DEFAULT_VERSION = "0.1.0"
 REGENERATED = ("README.md",)  # PEFT writes a boilerplate card; the published one is generated from the manifest
 
 
 def publishable_files(src: Path) -> dict[str, Path]:
-    """{relative path: real path} of what is published from `src`: every file but the manifest, the card, trainer
-    state, `swiftlike eval` results (eval_result/; their metrics are in the manifest) and dot files. A symlink
+    """{relative path: real path} of what is published from `src`: every file but the manifest, its signature, the
+    card, trainer state, `swiftlike eval` results (eval_result/; their metrics are in the manifest) and dot files. A symlink
     leaving `src` is an error (see walk_files), never followed."""
     out = {}
     for rel, real in walk_files(src).items():
-        if rel == MANIFEST or rel in REGENERATED or is_training_state(rel) or rel.startswith(EVAL_RESULTS + "/"):
+        # a signature is over the manifest the push rewrites (name, version): it is made again with --sign, or dropped
+        if rel in (MANIFEST, SIGNATURE) or rel in REGENERATED or is_training_state(rel) \
+                or rel.startswith(EVAL_RESULTS + "/"):
             continue
         if any(part.startswith(".") for part in rel.split("/")):  # .staging, editor and OS files
             continue

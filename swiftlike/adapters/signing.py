@@ -84,7 +84,7 @@ def parse_signature(sig_bytes: bytes) -> dict:
 
 def check_signature(manifest_bytes: bytes, sig_bytes: bytes | None, trusted: dict[str, bytes]) -> Verdict:
     """Verify `sig_bytes` over `manifest_bytes`. `trusted` maps publisher name -> raw public key (see
-    trust.trusted_keys()). A signature is checked with the trusted key of the same key id when there is one, else with
+    trusted_keys()). A signature is checked with the trusted key of the same key id when there is one, else with
     the key it carries (to tell a valid-but-unknown publisher from a forgery)."""
     if sig_bytes is None:
         return Verdict("unsigned")
