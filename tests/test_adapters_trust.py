@@ -336,3 +336,25 @@ def test_base_model_licence_in_catalog_manifest_and_card(tmp_path):
         assert front in (tmp_path / f"{model_type}-out" / "README.md").read_text().split("---")[1]
     with pytest.raises(SwiftlikeError, match="field 'license'"):
         check_manifest_fields({"license": "apache 2.0\nhidden"}, "swiftlike.json")
+
+
+def test_training_writes_the_base_licence_into_manifest_and_card(tiny_model, plugins, tmp_path):
+    import swiftlike
+    from swiftlike.train.arguments import SftArguments
+    from swiftlike.train.sft import sft
+
+    class Licensed:
+        @swiftlike.hookimpl
+        def register_models(self, register):
+            register("tiny-licensed", hf="acme/Tiny-Licensed", template="smollm2", license="llama3.2")
+
+    plugins.add(Licensed(), "licensed")
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "hello"}]}) + "\n")
+    run = sft(SftArguments(model=str(tiny_model), model_type="tiny-licensed", dataset=[str(data)],
+                           output_dir=str(tmp_path / "out"), max_steps=1, save_steps=1, per_device_train_batch_size=1,
+                           max_length=128, report_to=["none"], lora_rank=2, lora_alpha=4))
+    ckpt = run["last_checkpoint"]
+    assert json.loads((ckpt / "swiftlike.json").read_text())["license"] == "llama3.2"
+    assert "\nlicense: llama3.2\n" in (ckpt / "README.md").read_text().split("---")[1]
