@@ -160,6 +160,32 @@ def test_signed_push_installs_with_require_signature(hub, swiftlike_home, tmp_pa
         check_installed(get("nova"))
 
 
+def test_export_and_package_sign_too(hub, swiftlike_home, tmp_path):
+    import zipfile
+
+    from swiftlike.adapters.keys import keygen
+    from swiftlike.adapters.signing import check_signature
+    from swiftlike.adapters.wheel import package
+    from swiftlike.export import export
+
+    keygen("acme")
+    ckpt = _checkpoint(tmp_path / "nova")
+    rev = export(ckpt, "local:acme/exported", sign="acme").rsplit("@", 1)[1]
+    published = hub / "acme" / "exported" / rev
+    verdict = check_signature((published / "swiftlike.json").read_bytes(), (published / "swiftlike.sig").read_bytes(),
+                              {})
+    assert (verdict.status, verdict.publisher) == ("untrusted", "acme")  # valid; trusted by nobody yet
+    with pytest.raises(SwiftlikeError, match="signatures travel with a hub push"):
+        export(ckpt, str(tmp_path / "copy"), sign="acme")
+    with pytest.raises(SwiftlikeError, match="--sign nobody: no key"):
+        export(ckpt, "local:acme/exported", sign="nobody")
+
+    wheel = package(ckpt, "swiftlike-adapter-nova", output=tmp_path / "dist", sign="acme")
+    with zipfile.ZipFile(wheel) as zf:
+        data = {n.rsplit("/", 1)[-1]: zf.read(n) for n in zf.namelist() if "/adapter/" in n}
+    assert check_signature(data["swiftlike.json"], data["swiftlike.sig"], {}).status == "untrusted"
+
+
 def test_signature_over_a_tampered_manifest_is_refused(hub, swiftlike_home, tmp_path):
     from swiftlike.adapters.keys import keygen, trust_add
     from swiftlike.adapters.store import install
