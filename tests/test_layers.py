@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "swiftlike"
 
 # low -> high; a module may import from its own layer or any lower one
 LAYERS = [
-    {"swiftlike", "registry", "paths", "checksums"},
+    {"swiftlike", "registry", "paths", "checksums", "settings"},
     {"checkpoint", "hub", "templates", "data", "models", "plugins"},
     {"train", "adapters"},
     {"infer", "merge", "eval", "export", "stages"},

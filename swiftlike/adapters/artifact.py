@@ -14,20 +14,23 @@ from pathlib import Path
 from ..checkpoint import EVAL_RESULTS, MANIFEST, check_manifest_fields, check_manifest_files, read_manifest, \
     walk_files, write_manifest
 from ..checkpoint import card
-from ..registry import SwiftlikeError
+from ..registry import SwiftlikeError, get_registry
 from .checks import is_pickle, is_training_state, link_or_copy, verify_file
+from .signing import SIGNATURE
 
 DEFAULT_VERSION = "0.1.0"
 REGENERATED = ("README.md",)  # PEFT writes a boilerplate card; the published one is generated from the manifest
 
 
 def publishable_files(src: Path) -> dict[str, Path]:
-    """{relative path: real path} of what is published from `src`: every file but the manifest, the card, trainer
-    state, `swiftlike eval` results (eval_result/; their metrics are in the manifest) and dot files. A symlink
+    """{relative path: real path} of what is published from `src`: every file but the manifest, its signature, the
+    card, trainer state, `swiftlike eval` results (eval_result/; their metrics are in the manifest) and dot files. A symlink
     leaving `src` is an error (see walk_files), never followed."""
     out = {}
     for rel, real in walk_files(src).items():
-        if rel == MANIFEST or rel in REGENERATED or is_training_state(rel) or rel.startswith(EVAL_RESULTS + "/"):
+        # a signature is over the manifest the push rewrites (name, version): it is made again with --sign, or dropped
+        if rel in (MANIFEST, SIGNATURE) or rel in REGENERATED or is_training_state(rel) \
+                or rel.startswith(EVAL_RESULTS + "/"):
             continue
         if any(part.startswith(".") for part in rel.split("/")):  # .staging, editor and OS files
             continue
@@ -71,11 +74,13 @@ def generated_info(src: Path, files: dict | None = None) -> dict:
     parent = Path(args["merged_from"]) if args.get("merged_from") else None
     inherited = read_manifest(parent) if parent and parent.is_dir() else {}
     for key in ("base_model_type", "base_model", "base_revision", "template", "template_text", "system", "tuner",
-                "tuner_config", "datasets", "step", "metrics"):
+                "tuner_config", "datasets", "step", "metrics", "license"):
         if inherited.get(key) is not None:
             info[key] = inherited[key]
     info.setdefault("base_model_type", args.get("model_type"))
     info.setdefault("template", args.get("template"))
+    if not info.get("license") and info.get("base_model_type") in get_registry().models:
+        info["license"] = get_registry().models.get(info["base_model_type"]).license
     if adapter_cfg:
         info.setdefault("base_model", adapter_cfg.get("base_model_name_or_path"))
         info.setdefault("tuner", str(adapter_cfg.get("peft_type", "lora")).lower())

@@ -84,7 +84,7 @@ def parse_signature(sig_bytes: bytes) -> dict:
 
 def check_signature(manifest_bytes: bytes, sig_bytes: bytes | None, trusted: dict[str, bytes]) -> Verdict:
     """Verify `sig_bytes` over `manifest_bytes`. `trusted` maps publisher name -> raw public key (see
-    trust.trusted_keys()). A signature is checked with the trusted key of the same key id when there is one, else with
+    trusted_keys()). A signature is checked with the trusted key of the same key id when there is one, else with
     the key it carries (to tell a valid-but-unknown publisher from a forgery)."""
     if sig_bytes is None:
         return Verdict("unsigned")
@@ -138,3 +138,68 @@ def trusted_keys() -> dict[str, bytes]:
     if not folder.is_dir():
         return {}
     return {path.stem: load_public_key(path.read_bytes(), path) for path in sorted(folder.glob("*.pub"))}
+
+
+# ---------------------------------------------------------------- signing a built artifact, checking a directory
+def sign_directory(directory, key_name: str) -> dict:
+    """Sign the swiftlike.json of the built artifact `directory` (its exact bytes, as they will be uploaded or
+    packaged) with keys/KEY_NAME.key, writing swiftlike.sig beside it; returns {publisher, key_id}."""
+    from pathlib import Path
+
+    from ..checkpoint import MANIFEST, read_manifest_bytes
+    from .keys import load_private_key
+
+    directory = Path(directory)
+    key = load_private_key(key_name)
+    sig = sign(read_manifest_bytes(directory / MANIFEST), key, key_name)
+    (directory / SIGNATURE).write_bytes(sig)
+    doc = json.loads(sig)
+    return {"publisher": doc["publisher"], "key_id": doc["key_id"]}
+
+
+def read_signature(path) -> bytes | None:
+    """The bytes of the signature file `path` (bounded), None when there is none."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SIGNATURE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise SwiftlikeError(f"{path}: more than a signature can be ({MAX_SIGNATURE_BYTES} bytes); refused")
+    return data
+
+
+def check_directory(directory, trusted: dict | None = None) -> Verdict:
+    """The signature status of an adapter directory (its swiftlike.sig over its swiftlike.json) against the trusted
+    keys (default: $SWIFTLIKE_HOME/trusted_keys)."""
+    from pathlib import Path
+
+    from ..checkpoint import MANIFEST, read_manifest_bytes
+
+    directory = Path(directory)
+    sig = read_signature(directory / SIGNATURE)
+    if sig is None:
+        return Verdict("unsigned")
+    if not (directory / MANIFEST).is_file():
+        return Verdict("invalid", reason=f"{SIGNATURE} without a {MANIFEST}")
+    return check_signature(read_manifest_bytes(directory / MANIFEST), sig,
+                           trusted_keys() if trusted is None else trusted)
+
+
+def enforce(verdict: Verdict, *, require: bool) -> str | None:
+    """Apply the signature policy: a bad signature is always refused (it is evidence of tampering); with `require`
+    (--require-signature, or require_signature = true in config.toml) so are unsigned adapters and unknown
+    publishers. Returns a one-line note for what passes with a caveat (a valid signature by an untrusted key)."""
+    who = f"publisher {verdict.publisher or '?'}, key {verdict.key_id or '?'}"
+    if verdict.status == "invalid":
+        raise SwiftlikeError(f"bad signature ({who}): {verdict.reason}; refused (tampered or corrupted)")
+    if require and verdict.status == "unsigned":
+        raise SwiftlikeError(f"unsigned ({SIGNATURE} missing) and a signature is required (--require-signature or "
+                             f"require_signature in config.toml); refused")
+    if verdict.status == "untrusted":
+        if require:
+            raise SwiftlikeError(f"signed by an unknown publisher ({who}), and a trusted signature is required; "
+                                 f"refused (if you trust it: `swiftlike adapter trust add THEIR_KEY.pub`)")
+        return (f"note: signed by {verdict.publisher} (key {verdict.key_id}), not a trusted publisher (`swiftlike "
+                f"adapter trust add THEIR_KEY.pub` once you know the key is theirs)")
+    return None

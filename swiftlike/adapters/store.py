@@ -33,6 +33,8 @@ from ..hub import open_hub
 from ..hub.refs import HubRef, looks_like_ref, parse_ref
 from ..registry import SwiftlikeError, get_registry
 from .checks import copy_verified, is_housekeeping, is_pickle, source_file, unlisted_files, verify_file
+from .signing import MAX_SIGNATURE_BYTES, SIGNATURE, Verdict, check_directory, check_signature, enforce, \
+    read_signature, trusted_keys
 
 try:
     import fcntl
@@ -67,6 +69,7 @@ class InstalledAdapter:
     install: dict = field(default_factory=dict)  # ref, repo, revision, installed_at (store entries)
     plugin: str | None = None  # the plugin that registered it (registry entries)
     fresh: bool = False  # install() just wrote it (False: that revision was already installed)
+    note: str | None = None  # install(): a one-line caveat to show (a valid signature by an untrusted publisher)
 
     @property
     def ref(self) -> str | None:
@@ -82,8 +85,15 @@ class InstalledAdapter:
 
     def details(self) -> dict:
         info = {k: v for k, v in self.install.items() if k != "seal"}
-        return {**self.manifest, "path": str(self.path), **({"install": info} if info else {}),
-                **({"plugin": self.plugin} if self.plugin else {})}
+        return {**self.manifest, "path": str(self.path), "signature": self.signature().describe(),
+                **({"install": info} if info else {}), **({"plugin": self.plugin} if self.plugin else {})}
+
+    def signature(self) -> Verdict:
+        """The signature status now: swiftlike.sig over the manifest, against today's trusted keys."""
+        try:
+            return check_directory(self.path)
+        except (SwiftlikeError, OSError) as err:
+            return Verdict("invalid", reason=str(err))
 
 
 def _stored(path: Path) -> InstalledAdapter | None:
@@ -153,8 +163,13 @@ def find_installed(ref: HubRef) -> InstalledAdapter | None:
 
 # ---------------------------------------------------------------- install
 def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = False, hub_root: str | None = None,
-            base=None, force: bool = False) -> InstalledAdapter:
-    """Install `ref_text` (HUB:ORG/NAME[@REV]) as NAME (default: the repo's name); returns the installed adapter."""
+            base=None, force: bool = False, require_signature: bool | None = None) -> InstalledAdapter:
+    """Install `ref_text` (HUB:ORG/NAME[@REV]) as NAME (default: the repo's name); returns the installed adapter.
+    swiftlike.sig comes with the manifest and is checked before anything else is fetched: a bad signature is
+    refused, and with `require_signature` (None: config.toml's setting) an unsigned or untrusted one too."""
+    from ..settings import require_signature as configured
+
+    require = configured() if require_signature is None else require_signature
     ref = parse_ref(ref_text)
     name = check_name(ref.name if name is None else name)
     root = store_root()
@@ -170,12 +185,18 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
         revision = listing[0] if listing else ref.revision
         if listing and (listing[1].get(MANIFEST) or 0) > MAX_MANIFEST_BYTES:
             raise SwiftlikeError(f"{MANIFEST}: {listing[1][MANIFEST]} bytes, more than a manifest can be; refused")
-        # the manifest alone first: nothing else is fetched before it is read and every size it declares checked
-        src = Path(hub.download(ref.repo_id, revision=revision, allow_patterns=[MANIFEST]))
-        if existing and existing.install.get("revision") == src.name and _intact(existing):
-            return existing  # revisions are immutable and the store copy still matches its seal: nothing to do
+        if listing and (listing[1].get(SIGNATURE) or 0) > MAX_SIGNATURE_BYTES:
+            raise SwiftlikeError(f"{SIGNATURE}: {listing[1][SIGNATURE]} bytes, more than a signature can be; refused")
+        # the manifest and its signature alone first: nothing else is fetched before they are read, the signature
+        # checked and every size the manifest declares checked
+        src = Path(hub.download(ref.repo_id, revision=revision, allow_patterns=[MANIFEST, SIGNATURE]))
         storage = hub.storage_root(src) if hasattr(hub, "storage_root") else None
         data, manifest, files = _read_manifest(src, storage)
+        sig = _read_signature(src, storage)
+        verdict = check_signature(data, sig, trusted_keys())
+        note = enforce(verdict, require=require)
+        if existing and existing.install.get("revision") == src.name and _intact(existing):
+            return existing  # revisions are immutable and the store copy still matches its seal: nothing to do
         if listing:
             _check_listing(listing[1], files)
         if not allow_pickle:
@@ -187,7 +208,7 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
         if any(not os.path.lexists(src / rel) for rel in files):  # a hub that fetched only what was asked for
             src = Path(hub.download(ref.repo_id, revision=revision,
                                     allow_patterns=[MANIFEST, *(glob.escape(rel) for rel in files)]))
-        stray = unlisted_files(src, files)
+        stray = unlisted_files(src, files, ignore=(SIGNATURE,))
         if stray:
             reason = unsafe_path_reason(stray[0])
             raise SwiftlikeError(f"{stray[0]}: {reason or 'not listed in ' + MANIFEST}")
@@ -197,11 +218,16 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
                        for rel, entry in files.items()}
             (stage / MANIFEST).write_bytes(data)  # the very bytes that were validated
             digests[MANIFEST] = hashlib.sha256(data).hexdigest()
+            if sig is not None:  # kept (and sealed) so show/verify can re-check it
+                (stage / SIGNATURE).write_bytes(sig)
+                digests[SIGNATURE] = hashlib.sha256(sig).hexdigest()
             if hasattr(hub, "check_content"):
                 hub.check_content(ref.repo_id, src.name, digests)
             info = {"name": name, "ref": str(ref), "repo": f"{ref.hub}:{ref.repo_id}",
                     "requested_revision": ref.revision, "revision": src.name,
-                    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "allow_pickle": allow_pickle}
+                    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "allow_pickle": allow_pickle,
+                    "signature": {"status": verdict.status, "publisher": verdict.publisher, "key_id": verdict.key_id},
+                    "require_signature": require}
             os.chmod(stage, 0o755)
             info["seal"] = _seal(stage, digests[MANIFEST])
             (stage / INSTALL_INFO).write_text(json.dumps(info, indent=2) + "\n")
@@ -210,7 +236,7 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
         said = str(err) if isinstance(err, SwiftlikeError) else f"{type(err).__name__}: {_first_line(err)}"
         prefix = "" if said.startswith(f"{ref.hub}:{ref.repo_id}") else f"{ref}: "  # hub errors name the ref
         raise SwiftlikeError(f"install {prefix}{said}; nothing installed") from None
-    return InstalledAdapter(name, final, manifest, info, fresh=True)
+    return InstalledAdapter(name, final, manifest, info, fresh=True, note=note)
 
 
 def _first_line(err) -> str:
@@ -230,6 +256,13 @@ def _read_manifest(src: Path, storage) -> tuple[bytes, dict, dict]:
     return data, manifest, check_manifest(manifest, MANIFEST)
 
 
+def _read_signature(src: Path, storage) -> bytes | None:
+    """The bytes of the repository's swiftlike.sig (bounded), None when it has none."""
+    if not os.path.lexists(src / SIGNATURE):
+        return None
+    return read_signature(source_file(src, SIGNATURE, storage_root=storage))
+
+
 def _check_listing(sizes: dict, files: dict) -> None:
     """The hub's own listing against the manifest, before any weights are downloaded."""
     for rel, entry in files.items():
@@ -238,7 +271,7 @@ def _check_listing(sizes: dict, files: dict) -> None:
         if sizes[rel] is not None and sizes[rel] != entry["size"]:
             raise SwiftlikeError(f"{rel}: {sizes[rel]} bytes in the repository, the manifest says {entry['size']} "
                                  f"(damaged or tampered); refused before downloading it")
-    stray = [rel for rel in sizes if rel != MANIFEST and rel not in files and not is_housekeeping(rel)]
+    stray = [rel for rel in sizes if rel not in (MANIFEST, SIGNATURE) and rel not in files and not is_housekeeping(rel)]
     if stray:
         raise SwiftlikeError(f"{stray[0]}: {unsafe_path_reason(stray[0]) or 'not listed in ' + MANIFEST}")
 
@@ -316,9 +349,10 @@ def check_installed(adapter: InstalledAdapter, *, full: bool = False) -> Path:
             if path.is_symlink() or not path.is_file():
                 raise SwiftlikeError(f"{rel}: missing or not a regular file (listed in {MANIFEST})")
             verify_file(path, rel, entry)
-        stray = unlisted_files(vdir, files, ignore=(INSTALL_INFO,), housekeeping=False)
+        stray = unlisted_files(vdir, files, ignore=(INSTALL_INFO, SIGNATURE), housekeeping=False)
         if stray:
             raise SwiftlikeError(f"{stray[0]}: not listed in {MANIFEST} (added after install)")
+        _check_stored_signature(vdir, data, info)
     except (SwiftlikeError, OSError) as err:
         if isinstance(err, OSError):  # a file vanished or became unreadable under us
             err = f"{type(err).__name__}: {_first_line(err)}"
@@ -328,6 +362,21 @@ def check_installed(adapter: InstalledAdapter, *, full: bool = False) -> Path:
     if vdir.is_relative_to(store_root().resolve()):
         _write_info(vdir, {**info, "seal": _seal(vdir, sha)})
     return vdir
+
+
+def _check_stored_signature(vdir: Path, data: bytes, info: dict) -> None:
+    """A version dir's swiftlike.sig still verifies over its manifest, and one installed signed is still signed."""
+    sig = read_signature(vdir / SIGNATURE)
+    recorded = (info.get("signature") or {}).get("status") if isinstance(info.get("signature"), dict) else None
+    if sig is None:
+        if recorded not in (None, "unsigned"):
+            raise SwiftlikeError(f"{SIGNATURE}: missing (it was installed signed)")
+        return
+    if (path := vdir / SIGNATURE).is_symlink():
+        raise SwiftlikeError(f"{path.name}: not a regular file")
+    verdict = check_signature(data, sig, {})  # validity only: whom to trust is the caller's policy
+    if verdict.status == "invalid":
+        raise SwiftlikeError(f"{SIGNATURE}: {verdict.reason}")
 
 
 def _write_info(vdir: Path, info: dict) -> None:
@@ -557,9 +606,12 @@ def verify(name: str) -> InstalledAdapter:
         files = check_manifest(adapter.manifest, MANIFEST)
         for rel, entry in files.items():
             verify_file(source_file(adapter.path, rel), rel, entry)
-        stray = unlisted_files(adapter.path, files, ignore=(INSTALL_INFO,))
+        stray = unlisted_files(adapter.path, files, ignore=(INSTALL_INFO, SIGNATURE))
         if stray:
             raise SwiftlikeError(f"{stray[0]}: not listed in {MANIFEST} (added after install)")
+        verdict = check_directory(adapter.path, {})  # validity only: whom to trust is the caller's policy
+        if verdict.status == "invalid":
+            raise SwiftlikeError(f"{SIGNATURE}: {verdict.reason}")
     except SwiftlikeError as err:
         raise SwiftlikeError(f"adapter {name} ({adapter.path}): {err}") from None
     return adapter

@@ -43,8 +43,10 @@ def adapter_name_for(dist: str) -> str:
     return dist[len(PREFIX):] if low.startswith(PREFIX) and len(dist) > len(PREFIX) else dist
 
 
-def package(src, dist: str, *, output=".", version: str | None = None, allow_pickle: bool = False) -> Path:
-    """Build DIST-VERSION-py3-none-any.whl from the adapter dir `src` into `output`; returns the wheel's path."""
+def package(src, dist: str, *, output=".", version: str | None = None, allow_pickle: bool = False,
+            sign: str | None = None) -> Path:
+    """Build DIST-VERSION-py3-none-any.whl from the adapter dir `src` into `output`; returns the wheel's path.
+    `sign` (a key name) puts swiftlike.sig over the packaged manifest beside it."""
     from packaging.version import InvalidVersion, Version
 
     if not isinstance(dist, str) or not _DIST.fullmatch(dist):
@@ -55,6 +57,10 @@ def package(src, dist: str, *, output=".", version: str | None = None, allow_pic
     try:
         manifest = artifact.build(src, stage, name=name, version=version, allow_pickle=allow_pickle,
                                   require_manifest=True, pip_name=dist)
+        if sign is not None:
+            from .signing import sign_directory
+
+            sign_directory(stage, sign)
         try:
             version = str(Version(str(manifest["version"])))
         except InvalidVersion:

@@ -4,6 +4,10 @@ from __future__ import annotations
 import json
 import re
 
+# License ids the Hugging Face Hub knows (its model-card spec); any other licence is `license: other` + license_name.
+HUB_LICENSES = frozenset({"apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m",
+                          "bsd-3-clause", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "gpl-3.0",
+                          "llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "gemma", "other"})
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", re.ASCII)
 
 
@@ -31,6 +35,10 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
         front.append("library_name: peft")
     else:
         front.append("library_name: transformers")
+    license = info.get("license")
+    if license:  # the base model's terms bind the adapter too; the Hub's own ids as is, any other as `other`
+        front += [f"license: {license}"] if license in HUB_LICENSES else \
+            ["license: other", f"license_name: {_yaml_str(license)}"]
     if base_id:
         front.append(f"base_model: {_yaml_str(base_id)}")
     front.append("pipeline_tag: text-generation")
@@ -69,6 +77,7 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
     lines += ["", "## Training", "", "| | |", "|---|---|"]
     rows = {"base model type": info.get("base_model_type"), "base model": base,
             "base revision": info.get("base_revision"), "base weights fingerprint": info.get("base_fingerprint"),
+            "base model licence": info.get("license"),
             "chat template": info.get("template"), "tuner": tuner,
             "datasets": ", ".join(map(str, info.get("datasets") or [])) or None, "steps": info.get("step"),
             "version": info.get("version"), "created": info.get("created")}

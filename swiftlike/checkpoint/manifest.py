@@ -238,6 +238,7 @@ FIELDS = {
     "template": _line(256), "template_text": _text(1 << 20), "system": _text(1 << 16), "datasets": _datasets,
     "step": _step, "metrics": _metrics, "tuner_config": _tuner_config, "created": _line(64),
     "merged_from": _line(1024), "stage": _line(64), "evaluations": _evaluations,
+    "license": _token,  # the base model's licence (catalog `license`): a Hub license id or license_name
 }
 
 

@@ -1,4 +1,5 @@
-"""`swiftlike adapter search|info|push|install|list|show|remove|verify|package`: the adapter marketplace (no torch import)."""
+"""`swiftlike adapter search|info|push|install|list|show|remove|verify|package|keygen|trust`: the adapter
+marketplace (no torch import)."""
 from __future__ import annotations
 
 import click
@@ -10,6 +11,8 @@ hub_root_option = click.option("--hub_root", "--hub-root", "hub_root",
                                help="Root of the local: hub (default: $SWIFTLIKE_LOCAL_HUB).")
 allow_pickle_option = click.option("--allow-pickle", "--allow_pickle", "allow_pickle", is_flag=True,
                                    help="Accept pickle weights (.bin/.pt/.pkl/.pth/.ckpt): they can run code.")
+sign_option = click.option("--sign", "sign", metavar="KEY",
+                           help="Sign the manifest with $SWIFTLIKE_HOME/keys/KEY.key (`swiftlike adapter keygen KEY`).")
 
 
 @click.group()
@@ -22,6 +25,11 @@ def adapter():
       swiftlike adapter info hf:acme/nova-lora
       swiftlike adapter install hf:acme/nova-lora
       swiftlike infer --ckpt_dir nova-lora
+
+    \b
+    Signed adapters:
+      swiftlike adapter keygen acme && swiftlike adapter push DIR hf:acme/nova-lora --sign acme
+      swiftlike adapter trust add acme.pub && swiftlike adapter install hf:acme/nova-lora --require-signature
     """
 
 
@@ -98,13 +106,16 @@ def adapter_info(ref, hub_root, as_json):
 @click.option("--version", "version", help="Adapter version in swiftlike.json (default 0.1.0 or the manifest's).")
 @hub_root_option
 @allow_pickle_option
-def adapter_push(directory, ref, private, message, version, hub_root, allow_pickle):
-    """Validate DIRECTORY's manifest, then publish it (PEFT files, swiftlike.json, README.md card) to REF."""
+@sign_option
+def adapter_push(directory, ref, private, message, version, hub_root, allow_pickle, sign):
+    """Validate DIRECTORY's manifest, then publish it (PEFT files, swiftlike.json, README.md card, and with --sign
+    swiftlike.sig) to REF."""
     from ..adapters.publish import push
 
     pushed = push(directory, ref, private=private, message=message, hub_root=hub_root, allow_pickle=allow_pickle,
-                  version=version, require_manifest=True)
-    click.echo(f"pushed {directory} -> {pushed}\n  install: swiftlike adapter install {pushed}")
+                  version=version, require_manifest=True, sign=sign)
+    signed = f" (signed with key {sign})" if sign else ""
+    click.echo(f"pushed {directory} -> {pushed}{signed}\n  install: swiftlike adapter install {pushed}")
 
 
 @adapter.command("install")
@@ -113,15 +124,24 @@ def adapter_push(directory, ref, private, message, version, hub_root, allow_pick
 @hub_root_option
 @allow_pickle_option
 @click.option("--base", help="Refuse unless the adapter fits this base (model dir or model type).")
-def adapter_install(ref, name, hub_root, allow_pickle, base):
-    """Install REF into the adapter store: its manifest first (fields, paths and sizes checked), then the files it
-    lists (sha256 verified); an update replaces the installed version atomically."""
+@click.option("--require-signature", "--require_signature", "require_signature", is_flag=True, default=None,
+              help="Refuse unsigned adapters and unknown publishers (default: require_signature in "
+                   "$SWIFTLIKE_HOME/config.toml). A bad signature is always refused.")
+def adapter_install(ref, name, hub_root, allow_pickle, base, require_signature):
+    """Install REF into the adapter store: its manifest and signature first (fields, paths, sizes and signature
+    checked), then the files it lists (sha256 verified); an update replaces the installed version atomically."""
     from ..adapters.store import install
 
-    installed = install(ref, name=name, allow_pickle=allow_pickle, hub_root=hub_root, base=base)
+    installed = install(ref, name=name, allow_pickle=allow_pickle, hub_root=hub_root, base=base,
+                        require_signature=require_signature or None)
     done = "installed" if installed.fresh else "already installed:"
-    click.echo(f"{done} {installed.install.get('ref')} (revision {installed.install.get('revision')}) as "
-               f"{installed.name}: {installed.path}\n  chat: swiftlike infer --ckpt_dir {installed.name}")
+    lines = [f"{done} {installed.install.get('ref')} (revision {installed.install.get('revision')}) as "
+             f"{installed.name}: {installed.path}",
+             f"  {installed.note or 'signature: ' + installed.signature().describe()}"]
+    lines.append(f"  base model licence: {installed.manifest.get('license') or 'not stated'} "
+                 f"({installed.manifest.get('base_model') or installed.manifest.get('base_model_type') or '?'})")
+    lines.append(f"  chat: swiftlike infer --ckpt_dir {installed.name}")
+    click.echo("\n".join(lines))
 
 
 @adapter.command("list")
@@ -190,7 +210,8 @@ def adapter_verify(name):
     from ..adapters.store import verify
 
     found = verify(name)
-    click.echo(f"ok: {name}: {len(found.manifest.get('files', {}))} files match swiftlike.json ({found.path})")
+    click.echo(f"ok: {name}: {len(found.manifest.get('files', {}))} files match swiftlike.json ({found.path})\n"
+               f"  signature: {found.signature().describe()}")
 
 
 @adapter.command("package")
@@ -200,11 +221,12 @@ def adapter_verify(name):
 @click.option("--output", "-o", default="dist", show_default=True, help="Where the wheel is written.")
 @click.option("--version", "version", help="Wheel and adapter version (default 0.1.0 or the manifest's).")
 @allow_pickle_option
-def adapter_package(directory, dist, output, version, allow_pickle):
+@sign_option
+def adapter_package(directory, dist, output, version, allow_pickle, sign):
     """Build a pip-installable wheel that registers the adapter as a plugin."""
     from ..adapters.wheel import adapter_name_for, package
 
-    wheel = package(directory, dist, output=output, version=version, allow_pickle=allow_pickle)
+    wheel = package(directory, dist, output=output, version=version, allow_pickle=allow_pickle, sign=sign)
     click.echo(f"built {wheel}\n  pip install {wheel}   # then: swiftlike infer --ckpt_dir {adapter_name_for(dist)}")
 
 
@@ -215,3 +237,54 @@ def _human(size) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GB"
+
+
+# ---------------------------------------------------------------- keys and trusted publishers
+@adapter.command("keygen")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Replace an existing key pair of that name.")
+def adapter_keygen(name, force):
+    """Make an ed25519 key pair $SWIFTLIKE_HOME/keys/NAME.key (private, mode 0600) and NAME.pub (share this one);
+    sign pushes with `swiftlike adapter push DIR REF --sign NAME`."""
+    from ..adapters.keys import keygen
+
+    info = keygen(name, force=force)
+    click.echo(f"key {info.name}: id {info.key_id}\n  public key (share it): {info.path}\n"
+               f"  sign: swiftlike adapter push DIR REF --sign {info.name}\n"
+               f"  others trust it with: swiftlike adapter trust add {info.name}.pub")
+
+
+@adapter.group("trust")
+def trust():
+    """Trusted publishers: the ed25519 public keys in $SWIFTLIKE_HOME/trusted_keys/ that signatures are checked
+    against."""
+
+
+@trust.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="The publisher's name (default: the file's name without .pub).")
+def trust_add(file, name):
+    """Trust the public key in FILE (PEM or OpenSSH ed25519)."""
+    from ..adapters.keys import trust_add as add
+
+    info = add(file, name=name)
+    click.echo(f"trusted {info.name} (key {info.key_id}): {info.path}")
+
+
+@trust.command("list")
+@json_option
+def trust_list(as_json):
+    """Trusted publishers: name, key id, file."""
+    from ..adapters.keys import trust_list as listed
+
+    rows = [{"name": k.name, "key_id": k.key_id, "path": str(k.path)} for k in listed()]
+    echo_json(rows) if as_json else echo_table(rows, ["name", "key_id", "path"])
+
+
+@trust.command("remove")
+@click.argument("name")
+def trust_remove(name):
+    """Stop trusting publisher NAME (adapters it signed then count as signed by an unknown publisher)."""
+    from ..adapters.keys import trust_remove as remove
+
+    click.echo(f"removed trusted key {name} ({remove(name)})")

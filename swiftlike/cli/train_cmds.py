@@ -210,6 +210,12 @@ def export(**kwargs):
         raise SwiftlikeError("export needs --ckpt_dir DIR_OR_NAME_OR_REF")
     if args.to_gguf and args.quant_method:
         raise SwiftlikeError("export: --to_gguf and --quant_method are two exports; give one")
+    if args.sign and (args.to_gguf or args.quant_method or not args.to or not check_target(args.to)):
+        raise SwiftlikeError(f"export --sign {args.sign}: signatures travel with a hub push (--to HUB:ORG/NAME)")
+    if args.sign:
+        from ..adapters.keys import load_private_key
+
+        load_private_key(args.sign)  # before any merge: a missing key is refused first
     if args.to_gguf:
         from ..export import to_gguf
 
@@ -238,7 +244,7 @@ def export(**kwargs):
     check_target(args.to)
     src = do_merge(args.ckpt_dir, overwrite=args.overwrite, options=args.model_arguments()) if args.merge_lora \
         else args.ckpt_dir
-    where = run(src, args.to, private=args.private, message=args.message, hub_root=args.hub_root)
+    where = run(src, args.to, private=args.private, message=args.message, hub_root=args.hub_root, sign=args.sign)
     click.echo(f"exported {src} -> {where}")
 
 

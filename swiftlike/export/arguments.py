@@ -29,4 +29,6 @@ class ExportArguments(ModelArguments):
                           "--quant_method's dir).")
     private: bool = arg(False, "Create the hub repo private.")
     message: Optional[str] = arg(None, "Commit message of the push.")
+    sign: Optional[str] = arg(None, "Sign the pushed manifest with this key (`swiftlike adapter keygen NAME`); "
+                              "swiftlike.sig travels with the push.")
     hub_root: Optional[str] = arg(None, "Root of the local: hub (default: $SWIFTLIKE_LOCAL_HUB).")

@@ -12,7 +12,7 @@ from ..registry import SwiftlikeError, get_registry
 TRAINER_STATE = ("optimizer.pt", "scheduler.pt", "rng_state*.pth", "scaler.pt", "training_args.bin")
 
 
-def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> str:
+def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None, sign=None) -> str:
     """Copy to a directory, or push to a hub reference (hf:ORG/NAME, ms:ORG/NAME, local:ORG/NAME, or a plugin's
     hub); returns where it went."""
     from ..adapters import resolve as resolve_adapter
@@ -25,7 +25,9 @@ def export(ckpt_dir, to: str, *, private=False, message=None, hub_root=None) -> 
     if check_target(to):
         from ..adapters.publish import push
 
-        return push(ckpt, to, private=private, message=message, hub_root=hub_root)
+        return push(ckpt, to, private=private, message=message, hub_root=hub_root, sign=sign)
+    if sign is not None:
+        raise SwiftlikeError(f"--sign: signatures travel with a hub push; --to {to} is a directory")
     dest = Path(to)
     if dest.exists() and any(dest.iterdir()):
         raise SwiftlikeError(f"--to {dest}: directory exists and is not empty; choose a new one")

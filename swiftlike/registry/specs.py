@@ -45,6 +45,9 @@ class ModelSpec(Spec):
     source: Optional[Union[str, Callable]] = None
     # v2-era aliases (`qwen1half-1_8b-chat` style) that resolve to this entry.
     aliases: list = field(default_factory=list)
+    # The weights' licence as the Hub states it (its license id, or the license_name of an "other" licence); carried
+    # into every adapter's manifest and model card. None: not verified.
+    license: Optional[str] = None
 
 
 @dataclass

@@ -23,11 +23,21 @@ from .render import TemplateRenderer
 def resolve_source(source: str, base=None) -> Path:
     """A local adapter dir, an installed adapter name or a hub reference, always through the marketplace's resolver
     (a directory inside the adapter store gets its seal checked like a name); `base` (the base model dir) lets it
-    refuse a wrong base before installing anything."""
+    refuse a wrong base before installing anything. The signature policy of `adapter install` applies to whatever
+    it resolves to: a bad signature is refused, and with require_signature = true in config.toml an unsigned or
+    untrusted adapter too (an adapter installed before the setting was turned on included)."""
     from ..adapters import resolve
+    from ..adapters.signing import check_directory, enforce
+    from ..settings import require_signature
 
-    return Path(resolve(str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source,
+    require = require_signature()  # read first: a broken config.toml is refused before anything is installed
+    path = Path(resolve(str(Path(source).expanduser()) if Path(source).expanduser().is_dir() else source,
                         base=str(base) if base is not None else None)).resolve()
+    try:
+        enforce(check_directory(path), require=require)
+    except SwiftlikeError as err:
+        raise SwiftlikeError(f"adapter {source}: {err}") from None
+    return path
 
 
 def parse_adapter_arg(text: str) -> tuple[str, str]:

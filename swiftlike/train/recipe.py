@@ -393,6 +393,7 @@ class TrainingRecipe:
             "template": self.template.name, "template_text": self.template.chat_template_for_export(),
             "system": a.system, "tuner": a.train_type, "tuner_config": self.tuner_config(),
             "datasets": list(a.dataset),
+            **({"license": spec.license} if spec.license else {}),  # the base weights' terms travel with them
             **({"started_from": str(self.start_adapter)} if self.start_adapter is not None else {}),
         }
 
