@@ -135,7 +135,8 @@ def test_serve_loads_a_merged_adapter_by_name(trained, swiftlike_home, tiny_mode
 
 @pytest.fixture(scope="module")
 def odd(tiny_model, tmp_path_factory):
-    """Cheap adapters (no training) for the refusals: rank 8, a regex target, another base, a DoRA one."""
+    """Cheap adapters (no training) for the refusals: rank 8, DoRA, rsLoRA, another base, another template, a regex
+    target."""
     from test_serve_engine import make_adapter
 
     from tiny import make_tiny_model
@@ -147,6 +148,10 @@ def odd(tiny_model, tmp_path_factory):
            "rs": make_adapter(tiny_model, root / "rs", seed=5, rslora=True),
            "other": make_adapter(other_base, root / "other", seed=4),
            "chatml": make_adapter(tiny_model, root / "chatml", seed=6, template="chatml")}
+    out["regex"] = make_adapter(tiny_model, root / "regex", seed=7)
+    cfg = json.loads((out["regex"] / "adapter_config.json").read_text())
+    cfg["target_modules"] = ".*\\.(q_proj|v_proj|o_proj|down_proj)"  # what --target_modules REGEX saves
+    (out["regex"] / "adapter_config.json").write_text(json.dumps(cfg))
     # the same base type name as tiny_model, other weights: the fingerprint tells them apart
     manifest = json.loads((out["other"] / "swiftlike.json").read_text())
     manifest["base_model_type"] = Path(tiny_model).name
@@ -163,6 +168,7 @@ def odd(tiny_model, tmp_path_factory):
     (dict(srcs=["x", "y"], method="cat", density=0.5), "drop --density"),
     (dict(srcs=["x", "r8"], method="linear"), "needs adapters of one rank"),
     (dict(srcs=["x", "other"], method="cat"), "different"),
+    (dict(srcs=["x", "regex"], method="cat"), "regex pattern and a module list"),
     (dict(srcs=["x", "dora"], method="cat"), "DoRA"),
     (dict(srcs=["x", "rs"], method="svd"), "rsLoRA"),
     (dict(srcs=["x", "chatml"], method="cat"), "chat template"),
