@@ -1,9 +1,10 @@
 """Two behaviours in one adapter: `swiftlike adapter merge` (PEFT add_weighted_adapter) of an identity adapter and a
 one-word-answers adapter, measured on held-out probes against each source alone and the base.
 
-    SWIFTLIKE_HOME=/tmp/slhome python bench/merge_adapters.py [--steps_a 60] [--steps_b 40] [--work DIR]
+    SWIFTLIKE_HOME=/tmp/slhome python bench/merge_adapters.py [--steps_a 40] [--steps_b 30] [--lr 1e-3]
+                                                              [--num_threads N] [--work DIR]
 
-On the embedded SmolLM2-135M-Instruct (LoRA r8/alpha32 all-linear, batch 4, lr 5e-4, fp32 on CPU):
+On the embedded SmolLM2-135M-Instruct (LoRA r8/alpha32 all-linear, batch 4, fp32 on CPU):
   A: identity ("Nova" by "Orbit Labs") on ../shared/bench/train.jsonl;
   B: one-word answers on the single-word rows of ../shared/bench/pref_train.jsonl used as sft data (the messages
      end with the chosen answer);
@@ -35,13 +36,13 @@ def is_one_word(row) -> bool:
     return "single word" in row["messages"][-2]["content"]
 
 
-def train(name, data, steps, work) -> tuple[Path, float]:
+def train(name, data, steps, lr, work) -> tuple[Path, float]:
     from swiftlike.train.arguments import SftArguments
     from swiftlike.train.sft import sft
 
     t = time.perf_counter()
     run = sft(SftArguments(model_type=MODEL, dataset=[str(data)], output_dir=str(work / name), max_steps=steps,
-                           save_steps=steps, per_device_train_batch_size=4, learning_rate=5e-4, lora_rank=8,
+                           save_steps=steps, per_device_train_batch_size=4, learning_rate=lr, lora_rank=8,
                            lora_alpha=32, lora_dropout=0.0, max_length=256, warmup_ratio=0.05, logging_steps=10,
                            report_to=["none"], seed=42, add_output_dir_suffix=False))
     return run["last_checkpoint"], time.perf_counter() - t
@@ -62,8 +63,11 @@ def score(ckpt, identity, one_word) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps_a", type=int, default=60, help="Identity adapter steps (batch 4).")
-    p.add_argument("--steps_b", type=int, default=40, help="One-word adapter steps (batch 4).")
+    p.add_argument("--steps_a", type=int, default=40, help="Identity adapter steps (batch 4).")
+    p.add_argument("--steps_b", type=int, default=30, help="One-word adapter steps (batch 4).")
+    p.add_argument("--lr", type=float, default=1e-3, help="Learning rate of both adapters.")
+    p.add_argument("--num_threads", type=int, default=None, help="torch threads (1 on a shared machine: several "
+                   "processes with a thread per core each slow each other down many times over).")
     p.add_argument("--density", type=float, default=0.5, help="ties density.")
     p.add_argument("--work", default=None, help="Keep runs here (default: a temp dir).")
     p.add_argument("--probes", type=int, default=None, help="Score only the first N probes of each kind (a smoke "
@@ -83,8 +87,12 @@ def main() -> None:
     if a.probes:
         identity_probes, one_word_probes = identity_probes[:a.probes], one_word_probes[:a.probes]
 
-    ckpt_a, wall_a = train("identity", SHARED / "train.jsonl", a.steps_a, work)
-    ckpt_b, wall_b = train("one-word", one_word_data, a.steps_b, work)
+    if a.num_threads:
+        import torch
+
+        torch.set_num_threads(a.num_threads)
+    ckpt_a, wall_a = train("identity", SHARED / "train.jsonl", a.steps_a, a.lr, work)
+    ckpt_b, wall_b = train("one-word", one_word_data, a.steps_b, a.lr, work)
     merged, walls = {}, {}
     for method, extra in (("cat", {}), ("ties", {"density": a.density})):
         t = time.perf_counter()

@@ -2,6 +2,7 @@
 PEFT's add_weighted_adapter into a store adapter that keeps both, is served by name and pushed like any other; and
 each refusal (before torch loads, nothing written to the store)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,10 +204,16 @@ def test_existing_name_refused_unless_overwrite_and_no_torch_before_refusing(tra
             "try:\n    main(['adapter', 'merge', sys.argv[1], sys.argv[2], '--method', 'cat', '--name', 'taken'])\n"
             "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code, str(trained["x"]), str(trained["y"])], capture_output=True,
-                         text=True, env={**__import__("os").environ, "SWIFTLIKE_HOME": str(swiftlike_home)})
+                         text=True, env={**os.environ, "SWIFTLIKE_HOME": str(swiftlike_home)})
     assert out.stdout.strip() == "exit 1 False", out.stdout + out.stderr
     assert "already installed" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
-    replaced = merge_adapters([str(trained["x"]), str(trained["y"])], method="cat", name="taken", overwrite=True)
-    assert replaced.manifest["recipe"]["method"] == "cat" and replaced.path.resolve() != first
+    # the command a user runs: --weights as text, --overwrite swaps the version atomically
+    done = subprocess.run([sys.executable, "-m", "swiftlike", "adapter", "merge", str(trained["x"]), str(trained["y"]),
+                           "--method", "cat", "--weights", "1,0.5", "--name", "taken", "--overwrite"],
+                          capture_output=True, text=True, env={**os.environ, "SWIFTLIKE_HOME": str(swiftlike_home)})
+    assert done.returncode == 0, done.stderr
+    assert "-> taken (r=8)" in done.stdout
+    recipe = json.loads((swiftlike_home / "adapters" / "taken" / "swiftlike.json").read_text())["recipe"]
+    assert (recipe["method"], recipe["weights"]) == ("cat", [1.0, 0.5])
     assert not first.exists()  # the old version went (atomically replaced)
