@@ -217,3 +217,6 @@ def test_existing_name_refused_unless_overwrite_and_no_torch_before_refusing(tra
     recipe = json.loads((swiftlike_home / "adapters" / "taken" / "swiftlike.json").read_text())["recipe"]
     assert (recipe["method"], recipe["weights"]) == ("cat", [1.0, 0.5])
     assert not first.exists()  # the old version went (atomically replaced)
+    shown = subprocess.run([sys.executable, "-m", "swiftlike", "adapter", "show", "taken"], capture_output=True,
+                           text=True, env={**os.environ, "SWIFTLIKE_HOME": str(swiftlike_home)}).stdout
+    assert f"cat of {recipe['sources'][0]['name']} x1 [sha256 {recipe['sources'][0]['manifest_sha256'][:12]}]" in shown

@@ -88,9 +88,20 @@ def adapter_show(name, as_json):
     data.pop("template_text", None)
     evaluations = data.pop("evaluations", None) or []
     data["files"] = ", ".join(f"{rel} ({_human(e.get('size', 0))})" for rel, e in files.items())
+    if isinstance(data.get("recipe"), dict):
+        data["recipe"] = _recipe_line(data["recipe"])
     for i, e in enumerate(reversed(evaluations)):  # the newest first
         data["evaluation" if i == 0 else f"evaluation {i + 1}"] = _evaluation_line(e)
     echo_fields(data)
+
+
+def _recipe_line(r: dict) -> str:
+    """How `adapter merge` made it: method, density, and each source with its weight and manifest sha256."""
+    density = f" density {r['density']}" if r.get("density") is not None else ""
+    parts = [f"{s.get('name')}{' (' + s['ref'] + ')' if s.get('ref') else ''} x{w:g} "
+             f"[sha256 {str(s.get('manifest_sha256'))[:12]}]" for s, w in zip(r.get("sources") or [],
+                                                                            r.get("weights") or [])]
+    return f"{r.get('method')}{density} of " + ", ".join(parts)
 
 
 def _evaluation_line(e: dict) -> str:
