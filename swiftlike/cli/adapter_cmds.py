@@ -156,7 +156,7 @@ def adapter_merge(adapters, method, weights, density, name, overwrite):
     \b
       swiftlike adapter merge nova-lora terse-lora --method cat --name nova-terse
       swiftlike adapter merge a b --method ties --density 0.5 --weights 1,0.7 --name ab
-      swiftlike serve --model smollm2-135m-instruct --adapters nova-terse=nova-terse
+      swiftlike serve --model_type smollm2-135m-instruct --adapters nova-terse=nova-terse
     """
     from ..combine import merge_adapters
     from ..registry import SwiftlikeError
