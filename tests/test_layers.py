@@ -15,7 +15,7 @@ LAYERS = [
     {"swiftlike", "registry", "paths", "checksums", "settings"},
     {"checkpoint", "hub", "templates", "data", "models", "plugins"},
     {"train", "adapters"},
-    {"infer", "merge", "eval", "export", "stages"},
+    {"infer", "merge", "combine", "eval", "export", "stages"},
     {"serve"},
     {"webui"},
     {"cli", "__main__"},

@@ -239,6 +239,45 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
     return InstalledAdapter(name, final, manifest, info, fresh=True, note=note)
 
 
+def add(src, name: str, *, origin: dict, replace: bool = False) -> InstalledAdapter:
+    """Put the adapter dir `src` (its manifest listing every file) into the store as NAME the way `install` does:
+    each listed file copied into staging and sha256-checked, sealed, committed with one atomic rename. `origin` is
+    recorded in the install info in place of a hub reference (e.g. what made it). An existing NAME is refused unless
+    `replace`."""
+    name = check_name(name)
+    root = store_root()
+    recover(root)
+    if not replace:
+        check_free(name)
+    src = Path(src)
+    data = read_manifest_bytes(src / MANIFEST)
+    manifest = parse_manifest(data, src / MANIFEST)
+    files = check_manifest(manifest, src / MANIFEST)
+    stray = unlisted_files(src, files)
+    if stray:
+        raise SwiftlikeError(f"{src / stray[0]}: not listed in {MANIFEST}")
+    root.mkdir(parents=True, exist_ok=True)
+    with _staging(root, name) as (stage, token):
+        for rel, entry in files.items():
+            copy_verified(source_file(src, rel), stage / rel, rel, entry)
+        (stage / MANIFEST).write_bytes(data)
+        info = {"name": name, **origin, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.chmod(stage, 0o755)
+        info["seal"] = _seal(stage, hashlib.sha256(data).hexdigest())
+        (stage / INSTALL_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        _commit(root, stage, name, token)
+    return InstalledAdapter(name, root / name, manifest, info, fresh=True)
+
+
+def check_free(name: str) -> None:
+    """Refuse NAME when the store already holds an adapter by that name."""
+    found = _stored(store_root() / check_name(name))
+    if found is not None:
+        made = found.ref or found.install.get("made_by") or found.path
+        raise SwiftlikeError(f"an adapter named {name!r} is already installed (from {made}); choose another "
+                             f"--name, pass --overwrite, or run `swiftlike adapter remove {name}` first")
+
+
 def _first_line(err) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else ""

@@ -53,7 +53,10 @@ def render(info: dict, *, ref: str | None = None, install_name: str | None = Non
             f"A {label} adapter" if is_adapter else "A fine-tuned model")
     on = f" for `{info.get('base_model_type')}`" + (f" ([{base_id}](https://huggingface.co/{base_id}))"
                                                      if base_id else "") if info.get("base_model_type") else ""
-    lines = [*front, "", f"# {name}", "", f"{what}{on}, trained with [swiftlike](https://pypi.org/project/swiftlike/)."]
+    recipe = info.get("recipe") if isinstance(info.get("recipe"), dict) else None
+    made = f"combined from {len(recipe['sources'])} adapters" if recipe else "trained"
+    lines = [*front, "", f"# {name}", "", f"{what}{on}, {made} with [swiftlike](https://pypi.org/project/swiftlike/)."]
+    lines += recipe_lines(recipe)
     lines += ["", "## Use it with swiftlike", "", "```bash"]
     published = bool(ref or pip_name or install_name)
     alias = install_name or (name if published else "path/to/this/checkpoint")
@@ -96,6 +99,19 @@ def search_metadata(info: dict, tuner, cfg) -> list[str]:
               "rank": cfg.get("r") if isinstance(cfg.get("r"), int) else None, "version": info.get("version")}
     lines = [f"  {k}: {v if isinstance(v, int) else _yaml_str(v)}" for k, v in fields.items() if v is not None]
     return ["swiftlike:", *lines] if lines else []
+
+
+def recipe_lines(recipe) -> list[str]:
+    """How `swiftlike adapter merge` made the adapter: the method, its parameters and each source."""
+    if not recipe:
+        return []
+    density = f", density {recipe['density']}" if recipe.get("density") is not None else ""
+    lines = ["", "## Recipe", "", f"Merged with PEFT's `add_weighted_adapter` (method `{recipe.get('method')}`"
+             f"{density}) from:", "", "| source | ref | weight | manifest sha256 |", "|---|---|---|---|"]
+    for src, weight in zip(recipe.get("sources") or [], recipe.get("weights") or []):
+        ref = f"`{src['ref']}`" if src.get("ref") else "-"
+        lines.append(f"| `{src.get('name')}` | {ref} | {weight:g} | `{str(src.get('manifest_sha256'))[:16]}…` |")
+    return lines
 
 
 def evaluation_lines(evaluations) -> list[str]:

@@ -232,12 +232,46 @@ def _tuner_config(value):
     return None
 
 
+RECIPE_METHODS = ("linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune")
+
+
+def _number(value) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _recipe(value):
+    """How `swiftlike adapter merge` made an adapter: {method, weights, density, sources: [{name, ref,
+    manifest_sha256}], library}."""
+    if not isinstance(value, dict):
+        return "must be a JSON object"
+    if value.get("method") not in RECIPE_METHODS:
+        return f"method must be one of {', '.join(RECIPE_METHODS)}"
+    sources, weights = value.get("sources"), value.get("weights")
+    if not isinstance(sources, list) or not 2 <= len(sources) <= 100:
+        return "sources must be a list of 2 to 100 adapters"
+    if not isinstance(weights, list) or len(weights) != len(sources) or not all(_number(w) for w in weights):
+        return "weights must be one number per source"
+    density = value.get("density")
+    if density is not None and not (_number(density) and 0 < density <= 1):
+        return "density must be a number in (0, 1]"
+    for i, src in enumerate(sources):
+        if not isinstance(src, dict) or _line(256)(src.get("name")) or _hex64(src.get("manifest_sha256")):
+            return f"source {i} needs a one-line name and the sha256 of its manifest"
+        if src.get("ref") is not None and _line(1024)(src["ref"]):
+            return f"source {i}: ref must be one line of text"
+    if value.get("library") is not None and _line(64)(value["library"]):
+        return "library must be one line of text"
+    return None
+
+
 FIELDS = {
     "format": _line(64), "name": _line(256), "version": lambda v: _token(v, _VERSION), "kind": _kind, "tuner": _token,
     "base_model_type": _token, "base_model": _line(1024), "base_revision": _line(256), "base_fingerprint": _hex64,
     "template": _line(256), "template_text": _text(1 << 20), "system": _text(1 << 16), "datasets": _datasets,
     "step": _step, "metrics": _metrics, "tuner_config": _tuner_config, "created": _line(64),
-    "merged_from": _line(1024), "stage": _line(64), "evaluations": _evaluations,
+    "merged_from": _line(1024), "stage": _line(64), "evaluations": _evaluations, "recipe": _recipe,
     "license": _token,  # the base model's licence (catalog `license`): a Hub license id or license_name
 }
 

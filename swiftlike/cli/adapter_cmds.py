@@ -1,5 +1,5 @@
-"""`swiftlike adapter search|info|push|install|list|show|remove|verify|package|keygen|trust`: the adapter
-marketplace (no torch import)."""
+"""`swiftlike adapter search|info|push|install|list|show|remove|verify|merge|package|keygen|trust`: the
+adapter marketplace (no torch import)."""
 from __future__ import annotations
 
 import click
@@ -174,9 +174,20 @@ def adapter_show(name, as_json):
     data.pop("template_text", None)
     evaluations = data.pop("evaluations", None) or []
     data["files"] = ", ".join(f"{rel} ({_human(e.get('size', 0))})" for rel, e in files.items())
+    if isinstance(data.get("recipe"), dict):
+        data["recipe"] = _recipe_line(data["recipe"])
     for i, e in enumerate(reversed(evaluations)):  # the newest first
         data["evaluation" if i == 0 else f"evaluation {i + 1}"] = _evaluation_line(e)
     echo_fields(data)
+
+
+def _recipe_line(r: dict) -> str:
+    """How `adapter merge` made it: method, density, and each source with its weight and manifest sha256."""
+    density = f" density {r['density']}" if r.get("density") is not None else ""
+    parts = [f"{s.get('name')}{' (' + s['ref'] + ')' if s.get('ref') else ''} x{w:g} "
+             f"[sha256 {str(s.get('manifest_sha256'))[:12]}]" for s, w in zip(r.get("sources") or [],
+                                                                            r.get("weights") or [])]
+    return f"{r.get('method')}{density} of " + ", ".join(parts)
 
 
 def _evaluation_line(e: dict) -> str:
@@ -212,6 +223,43 @@ def adapter_verify(name):
     found = verify(name)
     click.echo(f"ok: {name}: {len(found.manifest.get('files', {}))} files match swiftlike.json ({found.path})\n"
                f"  signature: {found.signature().describe()}")
+
+
+@adapter.command("merge")
+@click.argument("adapters", nargs=-1, required=True)
+@click.option("--method", required=True, type=click.Choice(
+    ["linear", "cat", "svd", "ties", "dare_linear", "dare_ties", "magnitude_prune"]),
+    help="How to combine (PEFT add_weighted_adapter): cat keeps every adapter exactly (rank = sum of ranks); svd "
+         "re-factors the sum to the largest rank; linear, ties, dare_*, magnitude_prune need equal ranks.")
+@click.option("--weights", help="One weight per adapter, comma-separated (default 1 each).")
+@click.option("--density", type=float, help="ties, dare_linear, dare_ties, magnitude_prune: share of weights kept "
+                                            "(0 < D <= 1).")
+@click.option("--name", required=True, help="Name of the new adapter in the store.")
+@click.option("--overwrite", is_flag=True, help="Replace an installed adapter of that name (atomically).")
+def adapter_merge(adapters, method, weights, density, name, overwrite):
+    """Combine ADAPTERS (installed names or checkpoint dirs, one base) into a new adapter NAME in the store; its
+    swiftlike.json records the recipe (each source's manifest sha256, method, weights, density).
+
+    \b
+      swiftlike adapter merge nova-lora terse-lora --method cat --name nova-terse
+      swiftlike adapter merge a b --method ties --density 0.5 --weights 1,0.7 --name ab
+      swiftlike serve --model_type smollm2-135m-instruct --adapters nova-terse=nova-terse
+    """
+    from ..combine import merge_adapters
+    from ..registry import SwiftlikeError
+
+    parsed = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise SwiftlikeError(f"--weights {weights!r}: give numbers separated by commas, e.g. 1,0.5") from None
+    made = merge_adapters(list(adapters), method=method, name=name, weights=parsed, density=density,
+                          overwrite=overwrite, progress=lambda msg: click.echo(f"merge: {msg}", err=True))
+    cfg = made.manifest.get("tuner_config") or {}
+    click.echo(f"merged {', '.join(adapters)} ({method}) -> {made.name} (r={cfg.get('r')}): {made.path}\n"
+               f"  chat: swiftlike infer --ckpt_dir {made.name}\n"
+               f"  publish: swiftlike adapter push {made.path} hf:ORG/{made.name}")
 
 
 @adapter.command("package")
