@@ -268,7 +268,7 @@ def _manifest_info(the_plan: Plan, config) -> dict:
             "stage": "merge", "tuner": "lora", "tuner_config": tuner_config, "datasets": datasets,
             "recipe": the_plan.recipe()}
     for key in ("base_model_type", "base_model", "base_revision", "base_fingerprint", "template", "template_text",
-                "system"):
+                "system", "license"):  # one base: its licence travels with the merge
         if first.get(key) is not None:
             info[key] = first[key]
     return info
