@@ -105,6 +105,9 @@ class TrainingRecipe:
         if a.quant_bits and a.train_type == "lora":
             a.train_type = "qlora"
         self.tuner = get_registry().tuners.get(a.train_type)
+        a.tuner_options()  # bad JSON fails here; the tuner's own check judges the keys
+        if self.tuner.check is not None:
+            resolve_callable(self.tuner.check)(a)
         if a.adapters and a.train_type not in ("lora", "qlora", "dora"):
             raise SwiftlikeError(f"--adapters continues LoRA adapters; --train_type {a.train_type} trains no adapter")
         if len(a.adapters) > 1:
@@ -219,7 +222,7 @@ class TrainingRecipe:
         from .varlen_attention import enable_varlen_attention
 
         a = self.args
-        if a.train_type in ("lora", "dora", "qlora"):
+        if self.tuner.requires_peft:  # every PEFT method targets modules the same way (the catalog's DEFAULT too)
             a.target_modules = normalize_targets(a.target_modules, self.spec.lora_target_modules)
         self.dtype = pick_dtype(a.torch_dtype)
         if self.on_cpu:
@@ -266,6 +269,8 @@ class TrainingRecipe:
 
         a = self.args
         callbacks = [JsonlLogger(self.log_file), SaveAtEnd()]
+        if self.tuner.callbacks is not None:
+            callbacks += resolve_callable(self.tuner.callbacks)(self.model, a)
         if "tensorboard" in a.report_to and self.state.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
             from transformers.integrations import TensorBoardCallback
@@ -423,8 +428,7 @@ class TrainingRecipe:
                 f"{len(s.val)} val rows; output {self.out}")
 
     def summary(self, last: Path, metrics: dict) -> str:
-        a = self.args
-        adapter = a.train_type in ("lora", "dora", "qlora")
+        adapter = self.tuner.requires_peft
         loss, eval_loss = metrics.get("train_loss"), metrics.get("eval_loss")
         head = (f"swiftlike {self.stage} done in {metrics.get('wall_s', 0):.0f}s: train loss {loss:.4f}"
                 if loss is not None else f"swiftlike {self.stage} done")
