@@ -131,11 +131,15 @@ class RewardSpec(Spec):
 
 @dataclass
 class PluginPackSpec(Spec):
-    """`[plugins.NAME]`: the plugin-pack marketplace index."""
+    """`[plugins.NAME]`: the plugin-pack marketplace index. `pip`: a requirement or wheel for pip; or `pack`: a
+    first-party pack's source directory, relative to the catalog (swiftlike's wheel ships packs/ beside its
+    catalog), built into a reproducible wheel at install. `sha256` pins the wheel either way."""
     pip: Optional[str] = None
+    pack: Optional[str] = None
     sha256: Optional[str] = None
     summary: Optional[str] = None
     homepage: Optional[str] = None
+    base_dir: Optional[Path] = None
 
 
 KINDS: dict[str, type] = {
