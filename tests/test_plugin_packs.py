@@ -33,7 +33,7 @@ def test_pins_are_current_and_the_wheels_reproducible(tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     entries = {name: e for name, e in INDEX.items() if e.get("pack")}
-    assert "peft-tuners" in entries
+    assert {"peft-tuners", "llama-pro"} <= set(entries)
     for name, entry in entries.items():
         # the same files elsewhere, with other timestamps and stray build output: the same bytes
         copy = tmp_path / name
@@ -41,8 +41,9 @@ def test_pins_are_current_and_the_wheels_reproducible(tmp_path):
                                                                                    "build"))
         for path in copy.rglob("*"):
             os.utime(path, (1_000_000_000, 1_000_000_000))
-        (copy / "swiftlike_peft_tuners" / "__pycache__").mkdir(exist_ok=True)
-        (copy / "swiftlike_peft_tuners" / "__pycache__" / "junk.pyc").write_bytes(b"junk")
+        package = next(p for p in copy.iterdir() if p.is_dir())
+        (package / "__pycache__").mkdir(exist_ok=True)
+        (package / "__pycache__" / "junk.pyc").write_bytes(b"junk")
         assert sha256_file(build_pack(copy, tmp_path / "out")) == entry["sha256"]
 
 
