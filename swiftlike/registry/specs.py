@@ -95,14 +95,16 @@ class DatasetSpec(Spec):
 class TunerSpec(Spec):
     """A training method (`--train_type`): `prepare(model, args) -> model`. Optional: `check(args)`, run before
     anything loads (refuse bad --tuner_args, adjust the batch layout the method needs), and `callbacks(model, args)
-    -> [TrainerCallback]` for a method that acts during training (AdaLoRA's rank budget). Dotted
-    "module:function" strings load lazily."""
+    -> [TrainerCallback]` for a method that acts during training (AdaLoRA's rank budget), `trainer_options(args)
+    -> dict` of TrainingArguments the method sets (GaLore's optimizer). Dotted "module:function" strings load
+    lazily."""
     prepare: Optional[Union[str, Callable]] = None
     summary: Optional[str] = None
     requires_peft: bool = True
     quantized: bool = False
     check: Optional[Union[str, Callable]] = None
     callbacks: Optional[Union[str, Callable]] = None
+    trainer_options: Optional[Union[str, Callable]] = None
 
 
 @dataclass

@@ -315,7 +315,7 @@ class TrainingRecipe:
         save_strategy = a.save_strategy or ("steps" if a.save_steps else "epoch")
         eval_steps = a.eval_steps or a.save_steps
         eval_strategy = (a.eval_strategy or ("steps" if eval_steps else "epoch")) if has_eval else "no"
-        return dict(
+        options = dict(
             output_dir=str(self.out),
             num_train_epochs=a.num_train_epochs, max_steps=a.max_steps,
             per_device_train_batch_size=a.per_device_train_batch_size,
@@ -337,6 +337,9 @@ class TrainingRecipe:
             gradient_checkpointing=a.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if a.gradient_checkpointing else None,
         )
+        if self.tuner.trainer_options is not None:  # e.g. GaLore's optimizer and the modules it projects
+            options.update(resolve_callable(self.tuner.trainer_options)(a))
+        return options
 
     def train(self) -> None:
         # The model, tokenizer and libraries (~500k Python objects) live through training; frozen, they are skipped
