@@ -33,7 +33,7 @@ def test_pins_are_current_and_the_wheels_reproducible(tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     entries = {name: e for name, e in INDEX.items() if e.get("pack")}
-    assert {"peft-tuners", "llama-pro", "galore"} <= set(entries)
+    assert {"peft-tuners", "llama-pro", "galore", "badam"} <= set(entries)
     for name, entry in entries.items():
         # the same files elsewhere, with other timestamps and stray build output: the same bytes
         copy = tmp_path / name

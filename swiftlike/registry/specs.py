@@ -96,8 +96,9 @@ class TunerSpec(Spec):
     """A training method (`--train_type`): `prepare(model, args) -> model`. Optional: `check(args)`, run before
     anything loads (refuse bad --tuner_args, adjust the batch layout the method needs), and `callbacks(model, args)
     -> [TrainerCallback]` for a method that acts during training (AdaLoRA's rank budget), `trainer_options(args)
-    -> dict` of TrainingArguments the method sets (GaLore's optimizer). Dotted "module:function" strings load
-    lazily."""
+    -> dict` of TrainingArguments the method sets (GaLore's optimizer), `optimizer(model, args) -> (callable,
+    kwargs)` for an optimizer the Trainer builds as `callable(param_groups, **kwargs)` (BAdam's block optimizer).
+    Dotted "module:function" strings load lazily."""
     prepare: Optional[Union[str, Callable]] = None
     summary: Optional[str] = None
     requires_peft: bool = True
@@ -105,6 +106,7 @@ class TunerSpec(Spec):
     check: Optional[Union[str, Callable]] = None
     callbacks: Optional[Union[str, Callable]] = None
     trainer_options: Optional[Union[str, Callable]] = None
+    optimizer: Optional[Union[str, Callable]] = None
 
 
 @dataclass

@@ -284,11 +284,14 @@ class TrainingRecipe:
 
     def make_trainer(self, callbacks: list):
         """The stage's trainer over the model and data of the earlier phases."""
+        extra = self.trainer_kwargs()
+        if self.tuner.optimizer is not None:  # a tuner whose method is its optimizer (BAdam)
+            extra["optimizer_cls_and_kwargs"] = resolve_callable(self.tuner.optimizer)(self.model, self.args)
         return self.trainer_class(
             model=self.model, args=self.training_arguments(), train_dataset=self.train_data,
             eval_dataset=self.val_data or None, data_collator=self.collator(),
             processing_class=self.processing_class(),
-            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **self.trainer_kwargs())
+            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **extra)
 
     def collator(self):
         raise NotImplementedError
