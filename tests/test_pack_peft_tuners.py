@@ -57,7 +57,7 @@ def _loss(model, template, rows) -> float:
     return sum(losses) / len(losses)
 
 
-FAST = ("adalora", "ia3", "loha", "prompt_tuning")  # one of each kind; the rest are alike and run with -m slow
+FAST = ("adalora", "ia3", "prompt_tuning")  # one of each kind; the rest are alike and run with -m slow
 
 
 @pytest.mark.parametrize("train_type", [t if t in FAST else pytest.param(t, marks=pytest.mark.slow)
@@ -82,9 +82,16 @@ def test_trains_saves_loads_infers_merges(pack, tiny_model, tmp_path, train_type
     answer = generate(loaded.model, loaded.template, rows[0]["messages"][:1], max_new_tokens=4)
     assert isinstance(answer, str)
 
-    if train_type in ("ia3", "prompt_tuning"):  # serve cannot swap it in per request: one line, at load
+    # serve (and eval's batched engine) cannot swap it in per request: one line, at load, saying what to do instead
+    from swiftlike.infer.lora import lora_config
+
+    instead = "swiftlike infer" if train_type in PROMPT_METHODS else "swiftlike merge-lora"
+    with pytest.raises(SwiftlikeError, match=f"a {peft_type} adapter, which the batched engine .* {instead}"):
+        lora_config(ckpt)
+    if train_type == "ia3":  # the command itself, once
         proc = subprocess.run([sys.executable, "-m", "swiftlike", "serve", "--model", str(tiny_model),
-                               "--template", "smollm2", "--adapters", f"x={ckpt}"], capture_output=True, text=True, timeout=120)
+                               "--template", "smollm2", "--adapters", f"x={ckpt}"], capture_output=True, text=True,
+                               timeout=120)
         assert proc.returncode == 1
         assert f"a {peft_type} adapter, which the batched engine (serve, eval) cannot swap in" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
