@@ -112,6 +112,7 @@ def test_trains_saves_loads_infers_merges(pack, tiny_model, tmp_path, train_type
     ("vera", {"tuner_args": "{r: 4}"}, r"--tuner_args '\{r: 4\}': not JSON"),
     ("prefix_tuning", {"packing": True}, r"cannot train packed samples"),
     ("p_tuning", {"target_modules": ["q_proj"]}, r"trains virtual tokens, not modules: drop --target_modules q_proj"),
+    ("lora", {"tuner_args": '{"r": 4}'}, r"--tuner_args is for plugin tuners' own options; --train_type lora takes"),
 ])
 def test_bad_options_refused_before_the_model_loads(pack, tmp_path, train_type, extra, message):
     with pytest.raises(SwiftlikeError, match=message):

@@ -105,7 +105,9 @@ class TrainingRecipe:
         if a.quant_bits and a.train_type == "lora":
             a.train_type = "qlora"
         self.tuner = get_registry().tuners.get(a.train_type)
-        a.tuner_options()  # bad JSON fails here; the tuner's own check judges the keys
+        if a.tuner_options() and self.tuner.plugin == "swiftlike.tuners":  # bad JSON fails here too
+            raise SwiftlikeError(f"--tuner_args is for plugin tuners' own options; --train_type {a.train_type} "
+                                 f"takes its options as flags (--lora_rank, --target_modules, ...)")
         if self.tuner.check is not None:
             resolve_callable(self.tuner.check)(a)
         if a.adapters and a.train_type not in ("lora", "qlora", "dora"):
