@@ -86,14 +86,14 @@ def test_trains_saves_loads_infers_merges(pack, tiny_model, tmp_path, train_type
     from swiftlike.infer.lora import lora_config
 
     instead = "swiftlike infer" if train_type in PROMPT_METHODS else "swiftlike merge-lora"
-    with pytest.raises(SwiftlikeError, match=f"a {peft_type} adapter, which the batched engine .* {instead}"):
+    with pytest.raises(SwiftlikeError, match=f"an? {peft_type} adapter, which the batched engine .*`{instead}"):
         lora_config(ckpt)
     if train_type == "ia3":  # the command itself, once
         proc = subprocess.run([sys.executable, "-m", "swiftlike", "serve", "--model", str(tiny_model),
                                "--template", "smollm2", "--adapters", f"x={ckpt}"], capture_output=True, text=True,
                                timeout=120)
         assert proc.returncode == 1
-        assert f"a {peft_type} adapter, which the batched engine (serve, eval) cannot swap in" in proc.stderr
+        assert f"an {peft_type} adapter, which the batched engine (serve, eval) cannot swap in" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
     if train_type in PROMPT_METHODS:

@@ -57,8 +57,9 @@ def lora_config(path: Path) -> dict:
     if peft_type != "LORA":
         instead = (f"use it with `swiftlike infer --ckpt_dir {path}`" if peft_type in PROMPT_LEARNING else
                    f"merge it (`swiftlike merge-lora --ckpt_dir {path}`) and serve the merged model as --model")
-        raise SwiftlikeError(f"{path}: a {peft_type} adapter, which the batched engine (serve, eval) cannot swap in "
-                             f"per request (it runs LoRA adapters only); {instead}")
+        article = "an" if str(peft_type)[:1] in "AEIOU" else "a"
+        raise SwiftlikeError(f"{path}: {article} {peft_type} adapter, which the batched engine (serve, eval) cannot "
+                             f"swap in per request (it runs LoRA adapters only); {instead}")
     if cfg.get("use_dora"):
         raise SwiftlikeError(f"{path}: a DoRA adapter cannot be batched per row; merge it "
                              f"(`swiftlike merge-lora --ckpt_dir {path}`) and use the merged model")
