@@ -88,7 +88,7 @@ def test_trains_saves_loads_infers_merges(pack, tiny_model, tmp_path, train_type
     instead = "swiftlike infer" if train_type in PROMPT_METHODS else "swiftlike merge-lora"
     with pytest.raises(SwiftlikeError, match=f"an? {peft_type} adapter, which the batched engine .*`{instead}"):
         lora_config(ckpt)
-    if train_type == "ia3":  # the command itself, once
+    if train_type == "loha":  # the command itself, once (in the slow set: a subprocess that loads torch)
         proc = subprocess.run([sys.executable, "-m", "swiftlike", "serve", "--model", str(tiny_model),
                                "--template", "smollm2", "--adapters", f"x={ckpt}"], capture_output=True, text=True,
                                timeout=120)
