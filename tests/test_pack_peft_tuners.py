@@ -93,7 +93,7 @@ def test_trains_saves_loads_infers_merges(pack, tiny_model, tmp_path, train_type
                                "--template", "smollm2", "--adapters", f"x={ckpt}"], capture_output=True, text=True,
                                timeout=120)
         assert proc.returncode == 1
-        assert f"an {peft_type} adapter, which the batched engine (serve, eval) cannot swap in" in proc.stderr
+        assert f"a {peft_type} adapter, which the batched engine (serve, eval) cannot swap in" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
     if train_type in PROMPT_METHODS:
