@@ -16,6 +16,10 @@ def test_wheel_ships_catalog_templates_and_data(tmp_path):
     assert "swiftlike/catalog.toml" in names
     assert {"swiftlike/templates/qwen.jinja", "swiftlike/templates/smollm2.jinja"} <= names
     assert "swiftlike/data/self_cognition.jsonl" in names
+    # the first-party packs the [plugins] index builds (`pack` paths are relative to the catalog)
+    assert {"swiftlike/packs/swiftlike-peft-tuners/pyproject.toml",
+            "swiftlike/packs/swiftlike-peft-tuners/swiftlike_peft_tuners/methods.py",
+            "swiftlike/packs/swiftlike-llama-pro/swiftlike_llama_pro/expand.py"} <= names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "swiftlike = swiftlike.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -21,15 +21,17 @@ def load_adapter(model, path, *, adapter_name="default", force=False, is_trainab
     from peft import PeftModel
 
     path = Path(path)
-    adapter_config(path)
+    config = adapter_config(path)
     if base_dir is None and base_model_type is None:
         base_dir = loaded_from(model.get_base_model() if isinstance(model, PeftModel) else model)
     check_base(read_manifest(path), base_dir=base_dir, base_model_type=base_model_type, force=force,
                where=f"adapter {path}")
     # low_cpu_mem_usage: LoRA layers are created empty (meta) and take the saved tensors as they are, instead of
-    # being randomly initialised first and overwritten: the same model, loaded faster.
+    # being randomly initialised first and overwritten: the same model, loaded faster. LoRA only: other methods
+    # (AdaLoRA resizing to its saved rank pattern) compute on the layers as they load, which meta tensors cannot.
+    lazy = config.get("peft_type", "LORA") == "LORA"
     if isinstance(model, PeftModel):
-        model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable, low_cpu_mem_usage=True)
+        model.load_adapter(str(path), adapter_name=adapter_name, is_trainable=is_trainable, low_cpu_mem_usage=lazy)
         return model
     return PeftModel.from_pretrained(model, str(path), adapter_name=adapter_name, is_trainable=is_trainable,
-                                     low_cpu_mem_usage=True)
+                                     low_cpu_mem_usage=lazy)

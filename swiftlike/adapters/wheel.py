@@ -7,16 +7,13 @@ so packaging needs no build backend, and byte-reproducible (fixed timestamps).
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
 import re
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
 
 from .. import __version__
+from ..plugins.wheels import metadata, write_wheel
 from ..registry import SwiftlikeError
 from . import artifact
 
@@ -86,48 +83,7 @@ def package(src, dist: str, *, output=".", version: str | None = None, allow_pic
         out_dir = Path(output)
         out_dir.mkdir(parents=True, exist_ok=True)
         wheel = out_dir / f"{module}-{version}-py3-none-any.whl"
-        _write_wheel(wheel, members, f"{info}/RECORD")
+        write_wheel(wheel, members, f"{info}/RECORD")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return wheel
-
-
-def metadata(headers: list[tuple[str, str]], description: str) -> bytes:
-    """Core metadata (METADATA) written by the email library, which refuses a value that would start another
-    header (any line break, Unicode ones included); the description is the body after the blank line."""
-    from email.message import EmailMessage
-    from email.policy import EmailPolicy
-
-    msg = EmailMessage(policy=EmailPolicy(utf8=True, max_line_length=0, linesep="\n"))
-    for key, value in headers:
-        if re.search(r"[\x00-\x1f\x7f]", value):
-            raise SwiftlikeError(f"wheel METADATA {key}: {value!r} has a control character; refused")
-        try:
-            msg[key] = value
-        except ValueError:
-            raise SwiftlikeError(f"wheel METADATA {key}: {value!r} has a line break; refused") from None
-    return (msg.as_string() + description).encode("utf-8")
-
-
-def _write_wheel(wheel: Path, members: dict, record_name: str) -> None:
-    record = []
-    tmp = wheel.with_name(f".{wheel.name}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for arcname, content in members.items():
-                data = content if isinstance(content, bytes) else Path(content).read_bytes()
-                _add(zf, arcname, data)
-                digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-                record.append(f"{arcname},sha256={digest},{len(data)}")
-            record.append(f"{record_name},,")
-            _add(zf, record_name, ("\n".join(record) + "\n").encode())
-        os.replace(tmp, wheel)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _add(zf: zipfile.ZipFile, arcname: str, data: bytes) -> None:
-    info = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))  # reproducible: same input, same bytes
-    info.external_attr = 0o644 << 16
-    info.compress_type = zipfile.ZIP_DEFLATED
-    zf.writestr(info, data)

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..checksums import sha256_file
 from ..registry import SwiftlikeError
 from .base import base_fingerprint, check_base
-from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, EVAL_RESULTS, adapter_config, is_adapter_dir, saved_args
+from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, EVAL_RESULTS, PROMPT_LEARNING, adapter_config, \
+    is_adapter_dir, saved_args
 from .manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, check_manifest_fields, \
     check_manifest_files, file_table, parse_manifest, read_manifest, read_manifest_bytes, unsafe_path_reason, \
     walk_files, write_manifest
@@ -23,7 +24,7 @@ __all__ = ["MANIFEST", "FORMAT", "ARGS", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "r
            "file_table", "walk_files", "check_manifest", "check_manifest_fields", "check_manifest_files",
            "parse_manifest", "read_manifest_bytes", "MAX_MANIFEST_BYTES", "unsafe_path_reason", "base_fingerprint",
            "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize",
-           "add_evaluation", "EVAL_RESULTS"]
+           "add_evaluation", "EVAL_RESULTS", "PROMPT_LEARNING"]
 
 
 def add_evaluation(directory, entry: dict) -> dict:

@@ -11,6 +11,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 # `swiftlike eval` writes its results here inside a checkpoint; they are not part of it (never listed or published)
 EVAL_RESULTS = "eval_result"
+# PEFT methods that add virtual tokens (or KV prefixes) instead of changing weights: nothing to merge
+PROMPT_LEARNING = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING", "MULTITASK_PROMPT_TUNING", "ADAPTION_PROMPT", "CPT")
 
 
 def saved_args(ckpt) -> dict:

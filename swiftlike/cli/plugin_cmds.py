@@ -46,11 +46,23 @@ def plugin_uninstall(name):
 @plugin.command("available")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugin_available(as_json):
-    """List the plugin packs in the index."""
-    rows = [s.to_dict() for s in get_registry().plugin_index]
+    """List the plugin packs in the index, and which are installed in this environment."""
+    from ..plugins.packs import installed_version
+
+    rows = []
+    for spec in get_registry().plugin_index:
+        row = spec.to_dict()
+        for key in ("extra", "base_dir"):
+            row.pop(key, None)
+        row["source"] = f"pack {spec.pack}" if spec.pack else spec.pip
+        row["pinned"] = bool(spec.sha256)
+        row["installed"] = installed_version(spec)
+        rows.append(row)
+    if as_json:
+        return echo_json(rows)
     for row in rows:
-        row.pop("extra", None)
-    echo_json(rows) if as_json else echo_table(rows, ["name", "pip", "summary", "homepage"])
+        row["installed"] = row["installed"] or "no"
+    echo_table(rows, ["name", "installed", "pinned", "summary", "source"])
 
 
 GROUPS = [plugin]

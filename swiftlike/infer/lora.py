@@ -50,12 +50,16 @@ class ResidentAdapter:
 
 def lora_config(path: Path) -> dict:
     """adapter_config.json, refusing what the batched path cannot run."""
-    from ..checkpoint import adapter_config
+    from ..checkpoint import PROMPT_LEARNING, adapter_config
 
     cfg = adapter_config(path)
-    if cfg.get("peft_type", "LORA") != "LORA":
-        raise SwiftlikeError(f"{path}: a {cfg.get('peft_type')} adapter; the batched engine (serve, eval) runs "
-                             f"LoRA adapters only")
+    peft_type = cfg.get("peft_type", "LORA")
+    if peft_type != "LORA":
+        instead = (f"use it with `swiftlike infer --ckpt_dir {path}`" if peft_type in PROMPT_LEARNING else
+                   f"merge it (`swiftlike merge-lora --ckpt_dir {path}`) and serve the merged model as --model")
+        article = "an" if str(peft_type)[:1] in "AEIOU" else "a"
+        raise SwiftlikeError(f"{path}: {article} {peft_type} adapter, which the batched engine (serve, eval) cannot "
+                             f"swap in per request (it runs LoRA adapters only); {instead}")
     if cfg.get("use_dora"):
         raise SwiftlikeError(f"{path}: a DoRA adapter cannot be batched per row; merge it "
                              f"(`swiftlike merge-lora --ckpt_dir {path}`) and use the merged model")

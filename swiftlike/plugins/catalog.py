@@ -63,7 +63,7 @@ class CatalogPlugin:
 
     @hookimpl
     def register_plugin_index(self, register):
-        self._register_table("plugins", register)
+        self._register_table("plugins", register, base_dir=self.path.parent)
 
 
 def builtin_catalog() -> CatalogPlugin:

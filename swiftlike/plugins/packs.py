@@ -1,5 +1,9 @@
 """Plugin packs: install/uninstall by catalog name with pip, verifying the wheel's sha256 when the index pins one.
 
+A `pack` entry names a first-party pack's source directory (packs/ in the repository, shipped inside swiftlike's
+wheel): its wheel is built here, byte-reproducibly (plugins/wheels.py), and must match the entry's sha256 before pip
+sees it — no network beyond pip's own package index for dependencies. scripts/pin_packs.py writes the pins.
+
 A pinned entry pins its dependencies too: `extra = {requires = ["NAME==VERSION --hash=sha256:HEX", ...]}`. The whole
 install then runs in pip's --require-hashes mode (every wheel pip fetches must match a pinned hash); a dependency pip
 would fetch that the entry does not pin is refused up front, unless allowed, and then named in the output.
@@ -16,6 +20,7 @@ from pathlib import Path
 
 from ..checksums import sha256_file
 from ..registry import SwiftlikeError, get_registry
+from .wheels import build_pack, pack_project
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Resolved:
     indexed: bool  # found in the [plugins] index
     requires: list = field(default_factory=list)  # the index's hash-pinned dependency lines (extra.requires)
     unpinned: list = field(default_factory=list)  # "NAME VERSION" pip installed without a pinned hash
+    pack: Path | None = None  # a pack's source dir, built into the wheel that is checked and installed
 
 
 _PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==[A-Za-z0-9][A-Za-z0-9.+!_-]*(\s+--hash=sha256:[0-9a-f]{64})+",
@@ -49,16 +55,48 @@ def resolve(name_or_requirement: str) -> Resolved:
     index = get_registry().plugin_index
     if name_or_requirement in index:
         spec = index.get(name_or_requirement)
-        if not spec.pip:
-            raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}) has no `pip` requirement")
+        pack = pack_dir(spec)
+        if not spec.pip and pack is None:
+            raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}) has neither `pip` nor "
+                                 f"`pack`")
+        if pack is not None and not spec.sha256:
+            raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}): a `pack` entry must pin "
+                                 f"its wheel's sha256 (python scripts/pin_packs.py writes it)")
         requires = (spec.extra or {}).get("requires") or []
         bad = [r for r in requires if not isinstance(r, str) or not _PIN.fullmatch(r.strip())] \
             if isinstance(requires, list) else [requires]
         if bad:
             raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}): extra.requires "
                                  f"{str(bad[0])[:80]!r}: write each as 'NAME==VERSION --hash=sha256:HEX'")
-        return Resolved(spec.pip, _dist_name(spec.pip), spec.sha256, True, [r.strip() for r in requires])
+        requires = [r.strip() for r in requires]
+        if pack is not None:
+            return Resolved(str(pack), pack_project(pack)["name"], spec.sha256, True, requires, pack=pack)
+        return Resolved(spec.pip, _dist_name(spec.pip), spec.sha256, True, requires)
     return Resolved(name_or_requirement, _dist_name(name_or_requirement), None, False)
+
+
+def pack_dir(spec) -> Path | None:
+    """The source dir of a `pack` entry (relative to the catalog that lists it), checked to exist."""
+    if not spec.pack:
+        return None
+    path = Path(spec.pack)
+    if not path.is_absolute() and spec.base_dir is not None:
+        path = Path(spec.base_dir) / path
+    if not (path / "pyproject.toml").is_file():
+        raise SwiftlikeError(f"plugin index entry {spec.name!r} (plugin {spec.plugin}): pack {path} not found "
+                             f"(no pyproject.toml); reinstall swiftlike")
+    return path
+
+
+def installed_version(spec) -> str | None:
+    """The installed version of an index entry's distribution in this environment, or None."""
+    from importlib import metadata
+
+    try:
+        dist = pack_project(pack_dir(spec))["name"] if spec.pack else _dist_name(spec.pip or spec.name)
+        return metadata.version(dist)
+    except (metadata.PackageNotFoundError, SwiftlikeError):
+        return None
 
 
 def _pip(args: list[str], python: str) -> None:
@@ -86,7 +124,9 @@ def install(name_or_requirement: str, upgrade: bool = False, python: str | None 
         return res
     with tempfile.TemporaryDirectory(prefix="swiftlike-plugin-") as tmp:
         req = res.requirement
-        if Path(req).is_file():
+        if res.pack is not None:
+            wheels = [build_pack(res.pack, tmp)]
+        elif Path(req).is_file():
             wheels = [Path(req)]
         else:
             _pip(["download", "--no-deps", "--only-binary=:all:", "-d", tmp, req], python)

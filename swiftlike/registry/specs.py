@@ -96,11 +96,20 @@ class DatasetSpec(Spec):
 
 @dataclass
 class TunerSpec(Spec):
-    """A training method (`--train_type`): `prepare(model, args) -> model`."""
+    """A training method (`--train_type`): `prepare(model, args) -> model`. Optional: `check(args)`, run before
+    anything loads (refuse bad --tuner_args, adjust the batch layout the method needs), and `callbacks(model, args)
+    -> [TrainerCallback]` for a method that acts during training (AdaLoRA's rank budget), `trainer_options(args)
+    -> dict` of TrainingArguments the method sets (GaLore's optimizer), `optimizer(model, args) -> (callable,
+    kwargs)` for an optimizer the Trainer builds as `callable(param_groups, **kwargs)` (BAdam's block optimizer).
+    Dotted "module:function" strings load lazily."""
     prepare: Optional[Union[str, Callable]] = None
     summary: Optional[str] = None
     requires_peft: bool = True
     quantized: bool = False
+    check: Optional[Union[str, Callable]] = None
+    callbacks: Optional[Union[str, Callable]] = None
+    trainer_options: Optional[Union[str, Callable]] = None
+    optimizer: Optional[Union[str, Callable]] = None
 
 
 @dataclass
@@ -129,11 +138,15 @@ class RewardSpec(Spec):
 
 @dataclass
 class PluginPackSpec(Spec):
-    """`[plugins.NAME]`: the plugin-pack marketplace index."""
+    """`[plugins.NAME]`: the plugin-pack marketplace index. `pip`: a requirement or wheel for pip; or `pack`: a
+    first-party pack's source directory, relative to the catalog (swiftlike's wheel ships packs/ beside its
+    catalog), built into a reproducible wheel at install. `sha256` pins the wheel either way."""
     pip: Optional[str] = None
+    pack: Optional[str] = None
     sha256: Optional[str] = None
     summary: Optional[str] = None
     homepage: Optional[str] = None
+    base_dir: Optional[Path] = None
 
 
 KINDS: dict[str, type] = {

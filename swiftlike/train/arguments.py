@@ -53,6 +53,8 @@ class TrainArguments(ModelArguments):
                           aliases=["quantization_bit"])
     bnb_4bit_quant_type: str = arg("nf4", "nf4 or fp4.", aliases=["bnb_4bit_quant"])
     bnb_4bit_use_double_quant: bool = arg(True, "Double quantization.")
+    tuner_args: Optional[str] = arg(None, "A plugin tuner's own options as JSON, e.g. '{\"target_r\": 4}' for "
+                                    "adalora (`swiftlike tuners show NAME` names them).")
     trainable_layers: Optional[int] = arg(None, "freeze: train only the last N layers.")
     freeze_ratio: Optional[float] = arg(None, "freeze: freeze this fraction of the layers from the bottom.",
                                         aliases=["freeze_parameters_ratio"])
@@ -104,6 +106,22 @@ class TrainArguments(ModelArguments):
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def tuner_options(self) -> dict:
+        """--tuner_args as a dict (a JSON object; a dict given through the Python API is taken as it is)."""
+        import json
+
+        value = self.tuner_args
+        if value is None or isinstance(value, dict):
+            return dict(value or {})
+        try:
+            data = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise SwiftlikeError(f"--tuner_args {value!r}: not JSON ({err.msg}); write e.g. "
+                                 f"'{{\"target_r\": 4}}'") from None
+        if not isinstance(data, dict):
+            raise SwiftlikeError(f"--tuner_args {value!r}: expected a JSON object of option: value")
+        return data
 
 
 @dataclass

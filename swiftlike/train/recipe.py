@@ -105,6 +105,11 @@ class TrainingRecipe:
         if a.quant_bits and a.train_type == "lora":
             a.train_type = "qlora"
         self.tuner = get_registry().tuners.get(a.train_type)
+        if a.tuner_options() and self.tuner.plugin == "swiftlike.tuners":  # bad JSON fails here too
+            raise SwiftlikeError(f"--tuner_args is for plugin tuners' own options; --train_type {a.train_type} "
+                                 f"takes its options as flags (--lora_rank, --target_modules, ...)")
+        if self.tuner.check is not None:
+            resolve_callable(self.tuner.check)(a)
         if a.adapters and a.train_type not in ("lora", "qlora", "dora"):
             raise SwiftlikeError(f"--adapters continues LoRA adapters; --train_type {a.train_type} trains no adapter")
         if len(a.adapters) > 1:
@@ -219,7 +224,7 @@ class TrainingRecipe:
         from .varlen_attention import enable_varlen_attention
 
         a = self.args
-        if a.train_type in ("lora", "dora", "qlora"):
+        if self.tuner.requires_peft:  # every PEFT method targets modules the same way (the catalog's DEFAULT too)
             a.target_modules = normalize_targets(a.target_modules, self.spec.lora_target_modules)
         self.dtype = pick_dtype(a.torch_dtype)
         if self.on_cpu:
@@ -266,6 +271,8 @@ class TrainingRecipe:
 
         a = self.args
         callbacks = [JsonlLogger(self.log_file), SaveAtEnd()]
+        if self.tuner.callbacks is not None:
+            callbacks += resolve_callable(self.tuner.callbacks)(self.model, a)
         if "tensorboard" in a.report_to and self.state.is_main_process:
             from torch.utils.tensorboard import SummaryWriter
             from transformers.integrations import TensorBoardCallback
@@ -279,11 +286,14 @@ class TrainingRecipe:
 
     def make_trainer(self, callbacks: list):
         """The stage's trainer over the model and data of the earlier phases."""
+        extra = self.trainer_kwargs()
+        if self.tuner.optimizer is not None:  # a tuner whose method is its optimizer (BAdam)
+            extra["optimizer_cls_and_kwargs"] = resolve_callable(self.tuner.optimizer)(self.model, self.args)
         return self.trainer_class(
             model=self.model, args=self.training_arguments(), train_dataset=self.train_data,
             eval_dataset=self.val_data or None, data_collator=self.collator(),
             processing_class=self.processing_class(),
-            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **self.trainer_kwargs())
+            callbacks=callbacks, after_checkpoint_save=self.after_checkpoint_save, **extra)
 
     def collator(self):
         raise NotImplementedError
@@ -310,7 +320,7 @@ class TrainingRecipe:
         save_strategy = a.save_strategy or ("steps" if a.save_steps else "epoch")
         eval_steps = a.eval_steps or a.save_steps
         eval_strategy = (a.eval_strategy or ("steps" if eval_steps else "epoch")) if has_eval else "no"
-        return dict(
+        options = dict(
             output_dir=str(self.out),
             num_train_epochs=a.num_train_epochs, max_steps=a.max_steps,
             per_device_train_batch_size=a.per_device_train_batch_size,
@@ -332,6 +342,9 @@ class TrainingRecipe:
             gradient_checkpointing=a.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False} if a.gradient_checkpointing else None,
         )
+        if self.tuner.trainer_options is not None:  # e.g. GaLore's optimizer and the modules it projects
+            options.update(resolve_callable(self.tuner.trainer_options)(a))
+        return options
 
     def train(self) -> None:
         # The model, tokenizer and libraries (~500k Python objects) live through training; frozen, they are skipped
@@ -424,8 +437,7 @@ class TrainingRecipe:
                 f"{len(s.val)} val rows; output {self.out}")
 
     def summary(self, last: Path, metrics: dict) -> str:
-        a = self.args
-        adapter = a.train_type in ("lora", "dora", "qlora")
+        adapter = self.tuner.requires_peft
         loss, eval_loss = metrics.get("train_loss"), metrics.get("eval_loss")
         head = (f"swiftlike {self.stage} done in {metrics.get('wall_s', 0):.0f}s: train loss {loss:.4f}"
                 if loss is not None else f"swiftlike {self.stage} done")

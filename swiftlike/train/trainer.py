@@ -24,7 +24,7 @@ class SwiftlikeTrainer(AtomicCheckpoints, Trainer):
         keep = (shift != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)  # positions predicting a supervised token
         if keep.numel() == 0:
             keep = torch.zeros(1, dtype=torch.long, device=labels.device)
-        outputs = model(**inputs, logits_to_keep=keep)
+        outputs = model(**inputs, logits_to_keep=keep + self._virtual_tokens())
         logits = outputs.logits  # [batch, len(keep), vocab]
         targets = shift[:, keep]
         loss_sum = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -39,6 +39,16 @@ class SwiftlikeTrainer(AtomicCheckpoints, Trainer):
             loss = loss_sum / (targets != IGNORE_INDEX).sum().clamp(min=1)
             self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
+
+    def _virtual_tokens(self) -> int:
+        """PEFT's prompt tuning and p-tuning prepend virtual tokens to every sequence (prefix tuning keeps them in
+        the KV cache instead), which shifts every position of the logits by as many."""
+        if getattr(self, "_n_virtual", None) is None:
+            cfg = getattr(self.model, "active_peft_config", None) if hasattr(self.model, "peft_config") else None
+            prepended = cfg is not None and str(getattr(cfg, "peft_type", "")).split(".")[-1] in (
+                "PROMPT_TUNING", "P_TUNING")
+            self._n_virtual = cfg.num_virtual_tokens * (cfg.num_transformer_submodules or 1) if prepended else 0
+        return self._n_virtual
 
     # ------------------------------------------------------------------ per-step host work
     # The base class walks every module of the model several times per step (counting parameters for the FLOP

@@ -1,0 +1,15 @@
+"""swiftlike plugin pack: GaLore (Zhao et al., 2024) as `--train_type galore` — every parameter trains, and the
+optimizer keeps the states of the targeted 2-D weights in a low-rank projection of their gradients. The optimizer is
+transformers' (`optim="galore_adamw"` and friends, over PyPI `galore-torch`); this pack sets it up from swiftlike's
+flags. Checkpoints are whole models, as with `--train_type full`."""
+import swiftlike
+
+
+@swiftlike.hookimpl
+def register_tuners(register):
+    register("galore", prepare="swiftlike_galore.options:prepare", check="swiftlike_galore.options:check",
+             trainer_options="swiftlike_galore.options:trainer_options", requires_peft=False,
+             summary="GaLore: full-parameter training, optimizer states in a low-rank gradient projection "
+                     "(galore-torch)",
+             extra={"tuner_args": "optim (galore_adamw, galore_adamw_8bit, galore_adafactor, *_layerwise), rank, "
+                                  "update_proj_gap, scale, proj_type"})
