@@ -78,6 +78,13 @@ def test_init_trains_and_the_saved_adapter_applies_to_the_original_base(init, ex
     trained = _logits(recipe.model)
     loaded = load_checkpoint(ckpt)  # the original base from the manifest, plus the saved adapter
     torch.testing.assert_close(_logits(loaded.model), trained, atol=2e-4, rtol=1e-4)
+    if init == "pissa_niter_2":
+        from swiftlike.infer.lora import lora_config
+        from swiftlike.merge import merge_lora
+
+        lora_config(ckpt)  # serve's batched engine takes it: a plain LoRA
+        merged = load_checkpoint(merge_lora(ckpt, tmp_path / "merged"))
+        torch.testing.assert_close(_logits(merged.model), trained, atol=2e-4, rtol=1e-4)
 
 
 def test_loraplus_gives_lora_b_the_higher_learning_rate(tiny_model, tmp_path):
@@ -112,6 +119,10 @@ def test_bias_modules_to_save_and_layers_show_in_training_and_the_adapter(bias_m
     cfg = json.loads((ckpt / "swiftlike.json").read_text())["tuner_config"]
     assert cfg["bias"] == "all" and cfg["layers_to_transform"] == [1] and cfg["modules_to_save"] == ["norm"]
     torch.testing.assert_close(_logits(load_checkpoint(ckpt).model), _logits(recipe.model), atol=2e-4, rtol=1e-4)
+    from swiftlike.infer.lora import lora_config
+
+    with pytest.raises(SwiftlikeError, match="per-row batching cannot run; merge it"):
+        lora_config(ckpt)  # serve cannot batch it per row; merge-lora can
 
 
 class _EmbeddingProbe(SftRecipe):
