@@ -150,7 +150,7 @@ def lora_config_kwargs(args, model) -> dict:
         out["modules_to_save"] = list(a.modules_to_save)
     if a.layers_to_transform:
         out["layers_to_transform"] = list(a.layers_to_transform)
-    if (a.layers_to_transform or init == "corda") and a.target_modules == "all-linear":
+    if model is not None and (a.layers_to_transform or init == "corda") and a.target_modules == "all-linear":
         # PEFT takes layers_to_transform, and CorDA finds its layers, only by module names: all-linear spelled out
         # as PEFT expands it
         out["target_modules"] = linear_module_names(model)

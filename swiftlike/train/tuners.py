@@ -27,8 +27,9 @@ def normalize_targets(targets, catalog_targets):
     return out
 
 
-def lora_config(args, model=None, task_type="CAUSAL_LM"):
-    """The LoraConfig of these arguments (rank, targets, variants and the options of lora_options)."""
+def lora_config(args, model=None, task_type="CAUSAL_LM", **extra):
+    """The LoraConfig of these arguments (rank, targets, variants and the options of lora_options); `extra`: more
+    LoraConfig fields, which win."""
     from peft import LoraConfig
 
     from .lora_options import lora_config_kwargs
@@ -36,6 +37,7 @@ def lora_config(args, model=None, task_type="CAUSAL_LM"):
     kwargs = dict(task_type=task_type, r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
                   target_modules=args.target_modules, use_dora=bool(args.use_dora), use_rslora=bool(args.use_rslora))
     kwargs.update(lora_config_kwargs(args, model))
+    kwargs.update(extra)
     return LoraConfig(**kwargs)
 
 
