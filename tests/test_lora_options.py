@@ -184,8 +184,12 @@ def test_peer_spellings():
     from swiftlike.train.llamafactory import translate
 
     args, _ = merge_arguments(SftArguments, overrides=["init_weights=olora", "lorap_lr_ratio=4",
-                                                       "lora_modules_to_save=embed_tokens", "dataset=x.jsonl"])
+                                                       "lora_modules_to_save=embed_tokens", "lora_layers_to_transform=1",
+                                                       "lora_bias_trainable=all", "dataset=x.jsonl"])
     assert (args.init_lora_weights, args.loraplus_lr_ratio, args.modules_to_save) == ("olora", 4.0, ["embed_tokens"])
+    assert (args.layers_to_transform, args.lora_bias) == (["1"], "all")
+    args, _ = merge_arguments(SftArguments, overrides=["lora_lr_ratio=8", "dataset=x.jsonl"])  # ms-swift v2
+    assert args.loraplus_lr_ratio == 8.0
     out, _ = translate({"finetuning_type": "lora", "pissa_init": True, "pissa_iter": 8, "pissa_convert": True,
                         "loraplus_lr_ratio": 16, "additional_target": "embed_tokens,norm"}, source="cfg.yaml")
     assert out["init_lora_weights"] == "pissa_niter_8" and out["loraplus_lr_ratio"] == 16

@@ -62,7 +62,8 @@ class TrainArguments(ModelArguments):
                          aliases=["lora_bias_trainable"])
     modules_to_save: list = arg([], "Modules trained in full and saved with the adapter (e.g. embed_tokens norm).",
                                 aliases=["lora_modules_to_save", "additional_target"])
-    layers_to_transform: list = arg([], "LoRA only on these decoder layers (indices, e.g. 0 1 5).")
+    layers_to_transform: list = arg([], "LoRA only on these decoder layers (indices, e.g. 0 1 5).",
+                                    aliases=["lora_layers_to_transform"])
     quant_bits: int = arg(0, "QLoRA: 4 or 8 (implies --train_type qlora when set with lora).",
                           aliases=["quantization_bit"])
     bnb_4bit_quant_type: str = arg("nf4", "nf4 or fp4.", aliases=["bnb_4bit_quant"])
