@@ -9,9 +9,9 @@ from ..registry import SwiftlikeError
 
 LORA_TUNERS = ("lora", "qlora", "dora")
 INITS = ("true", "false", "gaussian", "pissa", "olora", "loftq", "eva", "corda")
-# initialisations that rewrite the base weights (W_res = W - B0 A0): the saved adapter is converted back to a plain
-# LoRA for the original base
-MUTATING = ("pissa", "olora", "corda")
+# initialisations that rewrite the base weights (PiSSA, OLoRA, CorDA: W_res = W - B0 A0; LoftQ: Q(W), with B0 A0 ~
+# W - Q(W)): the saved adapter is converted to a plain LoRA for the original base, B A - B0 A0
+MUTATING = ("pissa", "olora", "corda", "loftq")
 DATA_DRIVEN = ("eva", "corda")
 BIASES = ("none", "all", "lora_only")
 
