@@ -4,7 +4,7 @@ after another. Prints whole-process wall, peak RSS, train loss and the held-out 
 transformers + peft on the ORIGINAL base: the PiSSA/OLoRA/CorDA adapters are the converted ones swiftlike saves).
 
     SWIFTLIKE_HOME=/tmp/slhome python bench/lora_inits.py [--only default,pissa_niter_4,...] [--max_steps N]
-                                                          [--work DIR]
+                                                          [--work DIR] [--init_only]
 """
 from __future__ import annotations
 
@@ -44,6 +44,35 @@ def run(name, extra, model_dir, data, work, max_steps=-1):
     return dict(wall=wall, rss=rss, rc=rc, adapter=ckpt if rc == 0 else None, train_loss=loss)
 
 
+def init_cost(names, model_dir, data, work):
+    """Seconds of the model + tuner phase (load, initialise, fuse) per variant, in this process, no training: the
+    initialisation's own cost is the difference from `default`."""
+    import time
+
+    from swiftlike.train.arguments import SftArguments
+    from swiftlike.train.sft import SftRecipe
+
+    print(f"{'variant':14} {'setup_model s':>13}", flush=True)
+    for name in names:
+        extra = VARIANTS[name]
+        opts = {extra[i].lstrip("-"): extra[i + 1] for i in range(0, len(extra), 2)}
+        args = SftArguments(model=str(model_dir), template="chatml", dataset=[str(data)], lora_rank=CFG["rank"],
+                            lora_alpha=CFG["alpha"], lora_dropout=0.0, per_device_train_batch_size=CFG["batch"],
+                            max_length=CFG["max_length"], torch_dtype="float32", seed=CFG["seed"],
+                            output_dir=str(work / f"init-{name}"), report_to=["none"], **{
+                                k: float(v) if k.endswith(("ratio", "alpha")) else v for k, v in opts.items()})
+        recipe = SftRecipe(args)
+        recipe.check()
+        recipe.resolve()
+        recipe.setup_tokenizer()
+        recipe.setup_data()
+        recipe.setup_output()
+        t = time.perf_counter()
+        recipe.setup_model()
+        print(f"{name:14} {time.perf_counter() - t:13.2f}", flush=True)
+        del recipe
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=",".join(VARIANTS))
@@ -51,12 +80,15 @@ def main():
     ap.add_argument("--train", default=str(SHARED / "train.jsonl"))
     ap.add_argument("--heldout", default=str(SHARED / "heldout.jsonl"))
     ap.add_argument("--max_steps", type=int, default=-1, help="stop each run early (-1: the whole epoch)")
+    ap.add_argument("--init_only", action="store_true", help="time only each variant's model + tuner set-up")
     args = ap.parse_args()
     from swiftlike.models import resolve_model
 
     model_dir = resolve_model("smollm2-135m-instruct").path
     work = Path(args.work or tempfile.mkdtemp(prefix="lora-inits-"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.init_only:
+        return init_cost(args.only.split(","), model_dir, args.train, work)
     rows = [json.loads(line) for line in Path(args.heldout).read_text().splitlines() if line.strip()]
     print(f"work: {work}\n{'variant':14} {'wall s':>7} {'RSS MiB':>8} {'train loss':>10} {'held-out':>9}", flush=True)
     for name in args.only.split(","):
