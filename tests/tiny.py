@@ -21,8 +21,10 @@ def smollm2_tokenizer(cache_root: Path):
     return target
 
 
-def make_tiny_model(directory: Path, tokenizer_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32):
-    """A LlamaForCausalLM small enough to train in seconds, saved with the tokenizer as a model dir."""
+def make_tiny_model(directory: Path, tokenizer_dir: Path, *, seed: int = 0, layers: int = 2, hidden: int = 32,
+                    **extra):
+    """A LlamaForCausalLM small enough to train in seconds, saved with the tokenizer as a model dir; more
+    LlamaConfig fields (e.g. attention_bias=True) in `extra`."""
     import shutil
 
     import torch
@@ -37,7 +39,7 @@ def make_tiny_model(directory: Path, tokenizer_dir: Path, *, seed: int = 0, laye
     config = LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=2)
+                         pad_token_id=2, **extra)
     model = LlamaForCausalLM(config)
     model.save_pretrained(directory, safe_serialization=True)
     del tok_cfg

@@ -67,6 +67,10 @@ def lora_config(path: Path) -> dict:
         raise SwiftlikeError(f"{path}: the adapter also trains whole modules/tokens/parameters "
                              f"(modules_to_save, trainable_token_indices or target_parameters), which per-row "
                              f"batching cannot run; merge it and use the merged model")
+    if cfg.get("bias") not in (None, "none"):
+        raise SwiftlikeError(f"{path}: the adapter also trains the base layers' biases (--lora_bias "
+                             f"{cfg.get('bias')}), which per-row batching cannot run; merge it and use the merged "
+                             f"model")
     return cfg
 
 

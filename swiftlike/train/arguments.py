@@ -49,6 +49,21 @@ class TrainArguments(ModelArguments):
     fused_lora: bool = arg(True, "Fused forward/backward for plain LoRA layers (same maths, fewer memory passes).")
     pack_cpu_weights: bool = arg(True, "On the CPU in fp32: oneDNN-packed copies of the frozen weights of fused LoRA "
                                  "layers and the output head (faster matmuls; about one more copy of them in memory).")
+    init_lora_weights: str = arg("true", "LoRA initialisation (PEFT's): true, gaussian, pissa, pissa_niter_N, olora, "
+                                 "loftq (with --loftq_bits), eva or corda (both from the training data).",
+                                 aliases=["init_weights"])
+    loftq_bits: Optional[int] = arg(None, "LoftQ: quantisation bits (4 or 8) the adapter compensates for.")
+    loftq_iter: int = arg(1, "LoftQ: alternating quantise/SVD iterations.")
+    loraplus_lr_ratio: Optional[float] = arg(None, "LoRA+: the lora_B matrices learn at this multiple of "
+                                             "--learning_rate (PEFT's create_loraplus_optimizer).",
+                                             aliases=["lorap_lr_ratio", "lora_lr_ratio"])
+    loraplus_lr_embedding: float = arg(1e-6, "LoRA+: learning rate of LoRA layers on embeddings.")
+    lora_bias: str = arg("none", "Which biases train with LoRA: none, all, lora_only (PEFT's `bias`).",
+                         aliases=["lora_bias_trainable"])
+    modules_to_save: list = arg([], "Modules trained in full and saved with the adapter (e.g. embed_tokens norm).",
+                                aliases=["lora_modules_to_save", "additional_target"])
+    layers_to_transform: list = arg([], "LoRA only on these decoder layers (indices, e.g. 0 1 5).",
+                                    aliases=["lora_layers_to_transform"])
     quant_bits: int = arg(0, "QLoRA: 4 or 8 (implies --train_type qlora when set with lora).",
                           aliases=["quantization_bit"])
     bnb_4bit_quant_type: str = arg("nf4", "nf4 or fp4.", aliases=["bnb_4bit_quant"])

@@ -18,20 +18,24 @@ RENAMED = {
     # preference stages
     "pref_beta": "beta", "pref_ftx": "rpo_alpha", "dpo_label_smoothing": "label_smoothing",
     "kto_chosen_weight": "desirable_weight", "kto_rejected_weight": "undesirable_weight",
+    "additional_target": "modules_to_save",
 }
 SAME = {
     "template", "simpo_gamma", "reward_model", "ref_model", "lora_rank", "lora_alpha", "lora_dropout", "use_dora", "use_rslora", "per_device_train_batch_size",
     "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "max_steps",
     "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "optim", "output_dir",
     "logging_steps", "save_steps", "save_total_limit", "save_strategy", "eval_strategy", "eval_steps", "seed",
-    "report_to", "resume_from_checkpoint", "deepspeed", "neftune_noise_alpha", "packing", "trust_remote_code",
+    "report_to", "resume_from_checkpoint", "deepspeed", "neftune_noise_alpha", "loraplus_lr_ratio",
+    "loraplus_lr_embedding", "packing", "trust_remote_code",
     "cache_dir", "model_revision", "bf16", "fp16", "dataloader_num_workers", "logging_dir",
 }
 # decided by swiftlike itself (progress, caching, logging, housekeeping); nothing here changes what is trained
 IGNORED = {
     "do_train", "overwrite_cache", "overwrite_output_dir", "plot_loss", "ddp_timeout", "run_name",
     "logging_first_step", "save_only_model", "ddp_find_unused_parameters", "dataloader_pin_memory",
-    "print_param_status", "include_num_input_tokens_seen", "disable_tqdm", "use_fast_tokenizer",
+    "print_param_status", "include_num_input_tokens_seen",
+    # swiftlike always saves a PiSSA adapter converted for the original base (what LLaMA-Factory's true does)
+    "pissa_convert", "disable_tqdm", "use_fast_tokenizer",
     "low_cpu_mem_usage", "trust_remote_code_for_tokenizer", "log_level", "dataloader_persistent_workers",
 }
 FINETUNING_TYPES = {"lora": "lora", "full": "full", "freeze": "freeze"}
@@ -65,6 +69,10 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
         raise SwiftlikeError(f"{source}: stage {got!r}; "
                              + (f"train it with `swiftlike {command}`" if command else "swiftlike has no such stage"))
     max_samples = data.pop("max_samples", None)
+    pissa_iter = data.pop("pissa_iter", 16)
+    if data.pop("pissa_init", False):
+        # LLaMA-Factory: pissa_iter FSVD iterations, -1 for the exact SVD
+        out["init_lora_weights"] = "pissa" if int(pissa_iter) == -1 else f"pissa_niter_{int(pissa_iter)}"
     dataset_dir = data.pop("dataset_dir", None)
     for key, value in data.items():
         if key in RENAMED:

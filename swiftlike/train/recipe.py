@@ -110,6 +110,13 @@ class TrainingRecipe:
                                  f"takes its options as flags (--lora_rank, --target_modules, ...)")
         if self.tuner.check is not None:
             resolve_callable(self.tuner.check)(a)
+        from .lora_options import DATA_DRIVEN, check_lora_options, init_kind
+
+        check_lora_options(a)
+        if init_kind(a.init_lora_weights) in DATA_DRIVEN and self.stage not in ("sft", "pt"):
+            raise SwiftlikeError(f"--init_lora_weights {a.init_lora_weights} computes on sft/pt batches; the "
+                                 f"{self.stage} stage cannot feed it (train the adapter with sft first, then "
+                                 f"--adapters)")
         if a.adapters and a.train_type not in ("lora", "qlora", "dora"):
             raise SwiftlikeError(f"--adapters continues LoRA adapters; --train_type {a.train_type} trains no adapter")
         if len(a.adapters) > 1:
@@ -138,6 +145,20 @@ class TrainingRecipe:
         self.start_adapter = self._start_adapter()
         self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
         self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
+        self.check_tuner_options()
+
+    def check_tuner_options(self) -> None:
+        """The LoRA options against the device and the model's config and module names, before any weight loads."""
+        from .lora_options import LORA_TUNERS, check_against_model, check_lora_options
+        from .tuners import normalize_targets
+
+        a = self.args
+        if a.train_type not in LORA_TUNERS:
+            return
+        check_lora_options(a, on_cpu=self.on_cpu and not _xpu_available())
+        check_against_model(a, self.resolved.path, targets=normalize_targets(a.target_modules,
+                                                                              self.spec.lora_target_modules),
+                            trust_remote_code=a.trust_remote_code)
 
     def _start_adapter(self) -> Path | None:
         """--adapters as a checked adapter directory (resolved through the marketplace when it is a name or ref),
@@ -242,6 +263,14 @@ class TrainingRecipe:
         if a.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = self.apply_tuner(model)
+        from .lora_options import mutates_base
+
+        self.initial_adapter = None
+        if self.start_adapter is None and mutates_base(a) and getattr(model, "peft_config", None):
+            from .lora_init import save_initial_adapter
+
+            # read back at each save: the checkpoint's adapter is converted to apply to the original base
+            self.initial_adapter = save_initial_adapter(model, self.out) if self.state.is_main_process else None
         if a.fused_lora and getattr(model, "peft_config", None):
             fuse_lora_layers(model, pack_weights=a.pack_cpu_weights)
         if a.pack_cpu_weights:
@@ -260,7 +289,15 @@ class TrainingRecipe:
             from .tuners import continue_lora
 
             return continue_lora(model, self.start_adapter, self.args)
-        return resolve_callable(self.tuner.prepare)(model, self.args)
+        from .lora_options import DATA_DRIVEN, init_kind
+
+        prepare = resolve_callable(self.tuner.prepare)
+        if init_kind(self.args.init_lora_weights) in DATA_DRIVEN:
+            from .lora_init import calibration_batches
+
+            batches = calibration_batches(self.train_data, self.collator(), self.args.per_device_train_batch_size)
+            return prepare(model, self.args, calibration=batches)
+        return prepare(model, self.args)
 
     @property
     def padding_free(self) -> bool:
@@ -280,6 +317,11 @@ class TrainingRecipe:
             # transformers 5 dropped TrainingArguments.logging_dir; give the callback its writer directly
             callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=a.logging_dir or str(self.out / "runs"))))
         self.trainer = self.make_trainer(callbacks)
+        if a.loraplus_lr_ratio is not None:
+            from .lora_options import loraplus_optimizer
+
+            # set before train(): the Trainer then builds only the scheduler around it
+            self.trainer.optimizer = loraplus_optimizer(self.trainer, a)
         if self.state.is_main_process:
             (self.out / "args.json").write_text(json.dumps(self.args_json(), indent=2, ensure_ascii=False))
             print(self.banner())
@@ -389,6 +431,10 @@ class TrainingRecipe:
         if getattr(self, "_base_info", None) is None:
             self._base_info = self.manifest_info()
         save_template(ckpt, self.template)
+        if getattr(self, "initial_adapter", None) is not None:
+            from .lora_init import save_converted_adapter
+
+            save_converted_adapter(trainer.model, ckpt, self.initial_adapter)
         metrics = {k: v for h in trainer.state.log_history for k, v in h.items()
                    if k in ("loss", "eval_loss", "train_loss")}
         checkpoint.finalize(ckpt, {**self._base_info, "step": trainer.state.global_step, "metrics": metrics},
@@ -414,8 +460,13 @@ class TrainingRecipe:
         peft_config = getattr(self.model, "peft_config", None)
         if peft_config:
             cfg = peft_config.get("default")
-            return json.loads(json.dumps(cfg.to_dict(),
-                                         default=lambda o: sorted(o) if isinstance(o, set) else str(o)))
+            out = json.loads(json.dumps(cfg.to_dict(), default=_jsonable))
+            if getattr(self, "initial_adapter", None) is not None:
+                # what the checkpoint holds: B A - B0 A0 as a plain LoRA of twice the rank, for the original base
+                out["saved_as"] = {"init_lora_weights": True, "r": 2 * cfg.r, "for": "the original base"}
+            if self.args.loraplus_lr_ratio is not None:
+                out["loraplus_lr_ratio"] = self.args.loraplus_lr_ratio
+            return out
         return {"train_type": self.args.train_type, "trainable_layers": self.args.trainable_layers,
                 "freeze_ratio": self.args.freeze_ratio}
 
@@ -451,6 +502,22 @@ class TrainingRecipe:
             lines.append(f"  merge:     swiftlike merge-lora --ckpt_dir {last}")
         lines.append("=" * 78)
         return "\n".join(lines)
+
+
+def _jsonable(o):
+    import dataclasses
+
+    if isinstance(o, set):
+        return sorted(o)
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    return str(o)
+
+
+def _xpu_available() -> bool:
+    import torch
+
+    return bool(getattr(torch, "xpu", None) and torch.xpu.is_available())
 
 
 def _broadcast(value, state):

@@ -27,22 +27,39 @@ def normalize_targets(targets, catalog_targets):
     return out
 
 
-def _lora_config(args, task_type="CAUSAL_LM", **extra):
+def lora_config(args, model=None, task_type="CAUSAL_LM", **extra):
+    """The LoraConfig of these arguments (rank, targets, variants and the options of lora_options); `extra`: more
+    LoraConfig fields, which win."""
     from peft import LoraConfig
 
-    return LoraConfig(task_type=task_type, r=args.lora_rank, lora_alpha=args.lora_alpha,
-                      lora_dropout=args.lora_dropout, target_modules=args.target_modules,
-                      use_dora=bool(args.use_dora), use_rslora=bool(args.use_rslora), **extra)
+    from .lora_options import lora_config_kwargs
+
+    kwargs = dict(task_type=task_type, r=args.lora_rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                  target_modules=args.target_modules, use_dora=bool(args.use_dora), use_rslora=bool(args.use_rslora))
+    kwargs.update(lora_config_kwargs(args, model))
+    kwargs.update(extra)
+    return LoraConfig(**kwargs)
 
 
-def prepare_lora(model, args, task_type="CAUSAL_LM"):
-    """LoRA on `model`; task_type SEQ_CLS (reward models) also trains and saves the score head."""
+def prepare_lora(model, args, task_type="CAUSAL_LM", calibration=None):
+    """LoRA on `model`; task_type SEQ_CLS (reward models) also trains and saves the score head. `calibration`:
+    training batches, which --init_lora_weights eva and corda compute on."""
     from peft import get_peft_model
+
+    from .lora_options import DATA_DRIVEN
 
     if args.gradient_checkpointing:
         model.enable_input_require_grads()
     try:
-        return get_peft_model(model, _lora_config(args, task_type=task_type))
+        config = lora_config(args, model, task_type=task_type)
+        if config.init_lora_weights in DATA_DRIVEN:
+            from .lora_init import data_driven_lora
+
+            if not calibration:
+                raise SwiftlikeError(f"--init_lora_weights {config.init_lora_weights} computes on training batches; "
+                                     f"this stage passed none")
+            return data_driven_lora(model, config, calibration)
+        return get_peft_model(model, config)
     except ValueError as err:
         if "Target modules" in str(err):
             raise SwiftlikeError(f"--target_modules {args.target_modules}: {err}") from None
