@@ -67,6 +67,8 @@ class Table:
         return self._entries[real]
 
     def __contains__(self, name: str) -> bool:
+        if not isinstance(name, str):  # a manifest's missing field (None) is simply not a name
+            return False
         try:
             self.resolve_name(name)
             return True
