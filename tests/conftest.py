@@ -33,6 +33,25 @@ def plugins():
 
 
 @pytest.fixture
+def load_pack(plugins):
+    """`load_pack("swiftlike-galore")`: a first-party pack of packs/ registered in-process from its source (its
+    folder on sys.path, as an installed pack's would be); returns its module."""
+    import importlib
+
+    added = []
+
+    def load(dist):
+        folder = str(ROOT / "packs" / dist)
+        sys.path.insert(0, folder)
+        added.append(folder)
+        return plugins.add(importlib.import_module(dist.replace("-", "_")), dist)
+
+    yield load
+    for folder in added:
+        sys.path.remove(folder)
+
+
+@pytest.fixture
 def swiftlike_home(tmp_path, monkeypatch):
     home = tmp_path / "swiftlike-home"
     monkeypatch.setenv("SWIFTLIKE_HOME", str(home))

@@ -1,8 +1,6 @@
 """The swiftlike-badam pack (packs/swiftlike-badam): BAdam's block optimizer trains one block of layers at a time,
 lowers the loss and saves the whole model; the embeddings (not a block unless asked) stay as they were."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +9,11 @@ from safetensors.torch import load_file
 from swiftlike.registry import SwiftlikeError
 from test_pack_peft_tuners import DATA, _loss
 
-PACK = Path(__file__).resolve().parent.parent / "packs" / "swiftlike-badam"
 
 
 @pytest.fixture
-def pack(plugins):
-    sys.path.insert(0, str(PACK))
-    try:
-        import swiftlike_badam
-
-        plugins.add(swiftlike_badam, "swiftlike-badam")
-        yield swiftlike_badam
-    finally:
-        sys.path.remove(str(PACK))
+def pack(load_pack):
+    return load_pack("swiftlike-badam")
 
 
 def _args(model, out, **kw):

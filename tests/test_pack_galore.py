@@ -1,27 +1,17 @@
 """The swiftlike-galore pack (packs/swiftlike-galore): GaLore through transformers' galore_* optimizers trains every
 parameter, lowers the loss and saves the whole model; without galore-torch it is refused before the model loads."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from swiftlike.registry import SwiftlikeError
 from test_pack_peft_tuners import DATA, _loss
 
-PACK = Path(__file__).resolve().parent.parent / "packs" / "swiftlike-galore"
 
 
 @pytest.fixture
-def pack(plugins):
-    sys.path.insert(0, str(PACK))
-    try:
-        import swiftlike_galore
-
-        plugins.add(swiftlike_galore, "swiftlike-galore")
-        yield swiftlike_galore
-    finally:
-        sys.path.remove(str(PACK))
+def pack(load_pack):
+    return load_pack("swiftlike-galore")
 
 
 def _args(model, out, **kw):

@@ -1,8 +1,6 @@
 """The swiftlike-llama-pro pack (packs/swiftlike-llama-pro): block expansion starts as the base model, trains only the
 new blocks, lowers the loss, and its checkpoint is the whole expanded model (infer and export take it as it is)."""
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,19 +9,11 @@ from safetensors.torch import load_file
 from swiftlike.registry import SwiftlikeError
 from test_pack_peft_tuners import DATA, _loss
 
-PACK = Path(__file__).resolve().parent.parent / "packs" / "swiftlike-llama-pro"
 
 
 @pytest.fixture
-def pack(plugins):
-    sys.path.insert(0, str(PACK))
-    try:
-        import swiftlike_llama_pro
-
-        plugins.add(swiftlike_llama_pro, "swiftlike-llama-pro")
-        yield swiftlike_llama_pro
-    finally:
-        sys.path.remove(str(PACK))
+def pack(load_pack):
+    return load_pack("swiftlike-llama-pro")
 
 
 def _args(tiny_model, out, **kw):

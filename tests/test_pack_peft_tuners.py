@@ -11,7 +11,6 @@ import torch
 from swiftlike.registry import SwiftlikeError
 
 ROOT = Path(__file__).resolve().parent.parent
-PACK = ROOT / "packs" / "swiftlike-peft-tuners"
 DATA = Path(__file__).parent / "data" / "identity.jsonl"
 MODULE_METHODS = ["adalora", "ia3", "vera", "loha", "lokr", "boft", "oft"]
 PROMPT_METHODS = ["prompt_tuning", "prefix_tuning", "p_tuning"]
@@ -20,15 +19,8 @@ LR = {"ia3": 2e-1, "vera": 1e-1, "prompt_tuning": 1e-1, "p_tuning": 1e-2}
 
 
 @pytest.fixture
-def pack(plugins):
-    sys.path.insert(0, str(PACK))
-    try:
-        import swiftlike_peft_tuners
-
-        plugins.add(swiftlike_peft_tuners, "swiftlike-peft-tuners")
-        yield swiftlike_peft_tuners
-    finally:
-        sys.path.remove(str(PACK))
+def pack(load_pack):
+    return load_pack("swiftlike-peft-tuners")
 
 
 def _sft(tiny_model, out, train_type, **kw):

@@ -6,7 +6,7 @@ import swiftlike
 
 @swiftlike.hookimpl
 def register_tuners(register):
-    register("badam", prepare="swiftlike_badam.options:prepare", check="swiftlike_badam.options:check",
+    register("badam", prepare="swiftlike.train.tuners:prepare_full", check="swiftlike_badam.options:check",
              optimizer="swiftlike_badam.options:optimizer", requires_peft=False,
              summary="BAdam: block-coordinate full-parameter training, one block of layers at a time (badam)",
              extra={"tuner_args": "switch_block_every (50), switch_mode (ascending, descending, random, fixed), "

@@ -34,12 +34,6 @@ def check(args) -> None:
                              "(or swiftlike plugin install badam, which pins it)")
 
 
-def prepare(model, args):
-    """Every parameter may train; the block optimizer decides which do at each step."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
-
 
 class BlockAdamWFactory:
     """transformers' optimizer-factory protocol: `BlockAdamWFactory()(model, **kwargs) -> optimizer`. Weight decay

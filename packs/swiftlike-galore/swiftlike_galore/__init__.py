@@ -7,7 +7,7 @@ import swiftlike
 
 @swiftlike.hookimpl
 def register_tuners(register):
-    register("galore", prepare="swiftlike_galore.options:prepare", check="swiftlike_galore.options:check",
+    register("galore", prepare="swiftlike.train.tuners:prepare_full", check="swiftlike_galore.options:check",
              trainer_options="swiftlike_galore.options:trainer_options", requires_peft=False,
              summary="GaLore: full-parameter training, optimizer states in a low-rank gradient projection "
                      "(galore-torch)",

@@ -32,12 +32,6 @@ def check(args) -> None:
                              "(or swiftlike plugin install galore, which pins it)")
 
 
-def prepare(model, args):
-    """Full-parameter training: GaLore changes the optimizer, not the model."""
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return model
-
 
 def trainer_options(args) -> dict:
     from swiftlike.train.tuners import normalize_targets
