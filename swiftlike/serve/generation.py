@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from typing import AsyncIterator, Optional
@@ -14,6 +15,8 @@ from .errors import ApiError, invalid, model_not_found, queue_full
 from .pool import UnknownAdapter
 from .render import TemplateFailed
 from .text import TextStream
+
+log = logging.getLogger("swiftlike.serve")
 
 
 class Job:
@@ -48,6 +51,10 @@ class Job:
                     self.adapter = await rt.pool.acquire(body.model)
                 except UnknownAdapter:  # removed since the check above
                     raise model_not_found(body.model) from None
+                except Exception as err:  # e.g. its store copy was tampered with: refused by its seal
+                    log.warning("adapter %s could not be loaded: %s", body.model, err)
+                    raise ApiError(500, f"The adapter `{body.model}` could not be loaded; the server's log says why.",
+                                   type="server_error", code="adapter_unavailable") from None
             template = self.adapter.template if self.adapter is not None else rt.template
             # rendering and tokenising take a while for big requests: not on the event loop
             self.prompt_ids = await asyncio.get_running_loop().run_in_executor(rt.prep, self._encode, template)

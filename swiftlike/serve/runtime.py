@@ -162,7 +162,12 @@ class Runtime:
 
     def load_adapter(self, name: str, version: int, path: Path) -> ResidentAdapter:
         """Read an adapter into memory (blocking; the pool calls it in a worker thread)."""
+        from ..adapters import resolve
+
         t0 = time.perf_counter()
+        # a store copy is checked against its seal (else fully re-hashed) at every load, not only when its name was
+        # resolved: serve loads lazily and again after an eviction, and the files may have changed in between
+        resolve(str(path))
         self.check_adapter(path)
         modules = read_lora(path, self.wrapped)
         template = self.adapter_template(path)

@@ -2,6 +2,7 @@
 127.0.0.1, the tiny model, real HTTP) or the real engine; every test here failed before its fix."""
 import json
 import logging
+import os
 import queue
 import select
 import socket
@@ -399,6 +400,52 @@ def test_cors_origins_and_allowed_hosts_open_what_they_name(tiny_model):
         assert s.call("GET", "/v1/models", headers={"Origin": "http://other.example"}).status_code == 403
         assert s.call("GET", "/v1/models", headers={"Host": "api.example"}).status_code == 200
         assert s.call("GET", "/v1/models", headers={"Host": "other.example"}).status_code == 400
+    finally:
+        s.close()
+
+
+# -- 9. an installed adapter is re-checked whenever serve loads it ---------------------------------------------------
+def test_a_store_adapter_tampered_after_start_is_refused_when_loaded(tiny_model, adapters, tmp_path, monkeypatch,
+                                                                     swiftlike_home):
+    """The seal was checked when a name was resolved (start-up, POST /v1/adapters), but serve loads lazily and again
+    after an eviction: weights changed in the store in between were loaded and served."""
+    from swiftlike.adapters import resolve
+    from swiftlike.adapters.publish import push
+    from swiftlike.adapters.store import install
+    from swiftlike.checkpoint import write_manifest
+
+    monkeypatch.setenv("SWIFTLIKE_LOCAL_HUB", str(tmp_path / "hub"))
+    src = make_adapter(tiny_model, tmp_path / "nova", seed=13)
+    write_manifest(src, json.loads((src / "swiftlike.json").read_text()))  # with its file table, as sft writes it
+    push(src, "local:acme/nova")
+    install("local:acme/nova")
+    weights = resolve("nova") / "adapter_model.safetensors"
+    original = weights.read_bytes()
+
+    def tamper():  # one weight changed; same size and mtime (what `adapter verify` catches)
+        st = weights.stat()
+        flipped = bytearray(original)
+        flipped[-1] ^= 1
+        weights.write_bytes(bytes(flipped))
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    s = Server(model=str(tiny_model), template="smollm2", max_resident=1, adapters=["nova=nova",
+                                                                                    f"a0={adapters['a0']}"])
+    try:
+        tamper()  # after start-up resolved it, before its first (lazy) load
+        r = s.call("POST", "/v1/chat/completions", json=chat_body("nova"))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "adapter_unavailable", r.text
+        assert str(swiftlike_home) not in r.text  # the reason (store paths) is for the operator's log
+        assert "nova" not in s.rt.pool.resident() and s.rt.pool.load_failures == 1
+
+        weights.write_bytes(original)  # repaired: loads (after one full re-hash), then evicted by a0
+        assert s.call("POST", "/v1/chat/completions", json=chat_body("nova")).status_code == 200
+        assert s.call("POST", "/v1/chat/completions", json=chat_body("a0")).status_code == 200
+        assert s.rt.pool.resident() == ["a0"]
+        tamper()  # between an eviction and the next load
+        r = s.call("POST", "/v1/chat/completions", json=chat_body("nova"))
+        assert r.status_code == 500 and r.json()["error"]["code"] == "adapter_unavailable", r.text
+        assert s.call("POST", "/v1/chat/completions", json=chat_body("a0")).status_code == 200  # others unaffected
     finally:
         s.close()
 
