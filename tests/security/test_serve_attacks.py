@@ -508,6 +508,28 @@ def test_slow_clients_are_cut_off_and_dropped_bodies_log_one_line(tiny_model):
         s.close()
 
 
+def test_connections_beyond_max_connections_are_answered_503(tiny_model):
+    """300 half-sent requests all held a connection; past --max_connections a request is answered 503 at once."""
+    s = Server(model=str(tiny_model), template="smollm2", max_connections=4, read_timeout=30.0)
+    try:
+        half = [raw(s.port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ") for _ in range(4)]
+        deadline = time.time() + 5
+        while len(s.server.server_state.connections) < 4:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        r = s.call("GET", "/health")
+        assert r.status_code == 503, r.text
+        for sock in half:
+            sock.close()
+        deadline = time.time() + 5
+        while s.server.server_state.connections:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert s.call("GET", "/health").status_code == 200
+    finally:
+        s.close()
+
+
 # -- 12. 500 instead of 422 -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field", [
     '"seed": 18446744073709551616', '"seed": -9223372036854775809', '"temperature": 1e999', '"temperature": NaN',
