@@ -93,6 +93,10 @@ def test_every_label_has_english_and_chinese():
     for path in (ROOT / "swiftlike" / "webui").glob("*.py"):
         used |= set(re.findall(r"\bL\(\"([a-z_]+)\"\)", path.read_text()))
     assert used and used <= set(LABELS), sorted(used - set(LABELS))
+    # the installed-adapters table is headed through the table too (L(f"col_{c}"))
+    from swiftlike.webui.adapters_tab import COLUMNS
+
+    assert {f"col_{c}" for c in COLUMNS} <= set(LABELS)
 
 
 def test_command_from_the_form_is_an_argument_list_of_non_defaults():

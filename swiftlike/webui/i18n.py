@@ -95,6 +95,14 @@ LABELS: dict[str, tuple[str, str]] = {
     "loading": ("loading the model…", "正在加载模型…"),
     # adapters
     "installed": ("Installed adapters", "已安装的适配器"),
+    # the installed-adapters table's columns (`swiftlike adapter list`'s names in English)
+    "col_name": ("name", "名称"),
+    "col_ref": ("ref", "来源引用"),
+    "col_base_model_type": ("base_model_type", "基座模型类型"),
+    "col_tuner": ("tuner", "微调方法"),
+    "col_rank": ("rank", "秩"),
+    "col_size": ("size", "大小（字节）"),
+    "col_installed_at": ("installed_at", "安装时间"),
     "adapter_name": ("Adapter name", "适配器名称"),
     "manifest": ("Manifest", "清单"),
     "show": ("Show", "查看"),
