@@ -97,6 +97,8 @@ def test_every_label_has_english_and_chinese():
     from swiftlike.webui.adapters_tab import COLUMNS
 
     assert {f"col_{c}" for c in COLUMNS} <= set(LABELS)
+    # and the loss chart's series names (L(f"series_{kind}"), kind from runs.loss_points)
+    assert {"series_train", "series_eval"} <= set(LABELS)
 
 
 def test_command_from_the_form_is_an_argument_list_of_non_defaults():

@@ -131,8 +131,8 @@ def build(settings, L):
     start_msg = gr.Markdown(elem_id="train-start-msg")
     run_pick = gr.Dropdown([], label=L("runs"), elem_id="train-runs")
     status_md = gr.Markdown(L("no_run"), elem_id="train-status")
-    loss_plot = gr.LinePlot(x="step", y="loss", color="series", label=L("loss_chart"), elem_id="train-loss",
-                            height=260)
+    loss_plot = gr.LinePlot(x="step", y="loss", color="series", x_title=L("step"), y_title=L("loss"),
+                            color_title=L("series"), label=L("loss_chart"), elem_id="train-loss", height=260)
     log_box = gr.Textbox(label=L("log_tail"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                          elem_id="train-log")
     timer = gr.Timer(2.0)
@@ -241,7 +241,8 @@ def build(settings, L):
         if pts:
             import pandas as pd
 
-            plot = pd.DataFrame(pts, columns=["step", "loss", "series"])
+            plot = pd.DataFrame([(step, loss, L(f"series_{kind}")) for step, loss, kind in pts],
+                                columns=["step", "loss", "series"])
         log = runs.tail(run.job.log()) if run.job is not None else ""
         return "\n\n".join(lines), plot, log
 
