@@ -272,3 +272,17 @@ def test_chat_loads_with_the_system_prompt_and_streams_within_max_new_tokens(tin
     assert 0 < len(loaded.tokenizer(parts[-1], add_special_tokens=False).input_ids) <= 6 + 1
     with pytest.raises(SwiftlikeError, match="choose a base model or an adapter"):
         chat.load(None, "", "")
+
+
+def test_the_webui_extra_is_gradio_6_and_its_absence_is_one_line():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["webui"] == ["gradio>=6,<7"]
+    code = ("import sys\nsys.modules['gradio'] = None  # not installed\nfrom swiftlike.cli import main\n"
+            "main(['web-ui', '--port', '1'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("WEBUI_", "SWIFT"))})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == 'Error: the web UI needs gradio: pip install -e ".[webui]" (or pip install ' \
+                                  '"gradio>=6,<7")', proc.stderr
