@@ -93,6 +93,12 @@ def test_every_label_has_english_and_chinese():
     for path in (ROOT / "swiftlike" / "webui").glob("*.py"):
         used |= set(re.findall(r"\bL\(\"([a-z_]+)\"\)", path.read_text()))
     assert used and used <= set(LABELS), sorted(used - set(LABELS))
+    # the installed-adapters table is headed through the table too (L(f"col_{c}"))
+    from swiftlike.webui.adapters_tab import COLUMNS
+
+    assert {f"col_{c}" for c in COLUMNS} <= set(LABELS)
+    # and the loss chart's series names (L(f"series_{kind}"), kind from runs.loss_points)
+    assert {"series_train", "series_eval"} <= set(LABELS)
 
 
 def test_command_from_the_form_is_an_argument_list_of_non_defaults():
@@ -173,3 +179,110 @@ def test_pt_and_dpo_runs_started_as_the_train_tab_starts_them_are_found_again(ti
     (other / "args.json").write_text(json.dumps({"stage": "sft"}))
     listed = {r.label.split(" · ")[0]: r.status for r in runs.runs(["output"], str(tmp_path))}
     assert listed["v9-20260101-000000"] == "no checkpoint"
+
+
+def test_building_the_app_imports_no_torch():
+    """The UI imports torch only when it needs it (a chat, a preview); building every tab does not."""
+    code = ("import sys\nfrom swiftlike.webui.app import build_app\nfrom swiftlike.webui.settings import "
+            "resolve_settings\nbuild_app(resolve_settings(env={}))\n"
+            "print('heavy:', ','.join(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    pytest.importorskip("gradio")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("heavy:"), proc.stdout
+
+
+def test_form_passes_only_the_chosen_tuners_options():
+    from swiftlike.webui.settings import UISettings
+    from swiftlike.webui.train_tab import form_options
+
+    def opts(train_type, stage="sft"):
+        return form_options(UISettings(), stage, "kto", "smollm2-135m-instruct", "", "", "", ["d.jsonl"], train_type,
+                            4, 8, 0.1, "q_proj v_proj", 8, 2, 0.5, 1, 2, 1e-4, 2, 1, 128, 0, 1, "")
+
+    lora = opts("lora")
+    assert (lora["lora_rank"], lora["target_modules"]) == (4, ["q_proj", "v_proj"])
+    assert "quant_bits" not in lora and "trainable_layers" not in lora and "rlhf_type" not in lora
+    assert opts("qlora")["quant_bits"] == 8 and "trainable_layers" not in opts("qlora")
+    freeze = opts("freeze")
+    assert (freeze["trainable_layers"], freeze["freeze_ratio"]) == (2, 0.5)
+    assert not {"lora_rank", "lora_alpha", "quant_bits"} & set(freeze)
+    assert not {"lora_rank", "quant_bits", "trainable_layers"} & set(opts("full"))
+    assert opts("lora", stage="rlhf")["rlhf_type"] == "kto"
+    assert opts("lora")["output_dir"] == "output"  # an empty box: the UI's --output_dir
+
+
+def test_model_choices_come_from_the_registry_with_plugin_models(plugins):
+    import swiftlike
+    from swiftlike.webui.common import model_types
+
+    assert "acme-tiny-chat" not in model_types()
+
+    class Acme:
+        @swiftlike.hookimpl
+        def register_models(self, register):
+            register("acme-tiny-chat", hf="acme/Tiny-Chat", template="chatml")
+
+    plugins.add(Acme(), "swiftlike-acme")
+    assert "acme-tiny-chat" in model_types() and "smollm2-135m-instruct" in model_types()
+
+
+def test_commands_are_argument_lists_never_shell_strings():
+    from swiftlike.webui import runs
+
+    argv = runs.build_command("sft", {"model_type": "smollm2-135m-instruct"}, "--system 'a; rm -rf ~ $(id)'")
+    assert argv[-2:] == ["--system", "a; rm -rf ~ $(id)"]  # one argument, as typed; no shell sees it
+    with pytest.raises(SwiftlikeError, match="not a training command"):
+        runs.start(["swiftlike", "export", "--to", "x"], cwd=".", output_dir="output")
+    for path in (ROOT / "swiftlike" / "webui").glob("*.py"):
+        text = path.read_text()
+        assert "shell=True" not in text and "os.system(" not in text and "os.popen(" not in text, path
+
+
+def test_a_failed_runs_error_keeps_the_bad_rows_it_lists(tmp_path, swiftlike_home):
+    """The CLI prints bad rows indented under its `Error:` line; the Train tab shows them (file:line), not just the
+    first line."""
+    from swiftlike.webui.runs import Job
+
+    job = Job(id="x", argv=["swiftlike", "sft"], cwd=str(tmp_path), output_dir="output", stage="sft", started_at=0)
+    job.dir.mkdir(parents=True)
+    job.log_path.write_text("loading\nError: 1 bad row(s) in the dataset; fix them or pass --skip_bad_rows true:\n"
+                            "  /d/bad.jsonl:2: last message is user, not assistant\n")
+    assert job.error() == ("Error: 1 bad row(s) in the dataset; fix them or pass --skip_bad_rows true:\n"
+                           "  /d/bad.jsonl:2: last message is user, not assistant")
+    job.log_path.write_text("Error: --model x: no such directory\nTraceback follows\n")
+    assert job.error() == "Error: --model x: no such directory"
+
+
+@pytest.mark.slow
+def test_chat_loads_with_the_system_prompt_and_streams_within_max_new_tokens(tiny_model):
+    """chat.load: the system prompt reaches the rendered prompt; the same choices give the cached model;
+    stream_reply yields the reply growing, no longer than max_new_tokens."""
+    from swiftlike.webui import chat
+
+    loaded = chat.load(None, str(tiny_model), None, "You are Nova.", "smollm2")
+    assert chat.load(None, str(tiny_model), None, "You are Nova.", "smollm2") is loaded
+    prompt = loaded.template.render([{"role": "user", "content": "Who are you?"}], add_generation_prompt=True)
+    assert "You are Nova." in prompt and "Who are you?" in prompt
+    other = chat.load(None, str(tiny_model), None, "You are Vega.", "smollm2")
+    assert other is not loaded and "You are Vega." in other.template.render([{"role": "user", "content": "hi"}])
+    parts = list(chat.stream_reply(loaded, [{"role": "user", "content": "Who are you?"}], max_new_tokens=6,
+                                   repetition_penalty=1.5))
+    assert len(parts) >= 2 and all(b.startswith(a) for a, b in zip(parts, parts[1:]))
+    assert 0 < len(loaded.tokenizer(parts[-1], add_special_tokens=False).input_ids) <= 6 + 1
+    with pytest.raises(SwiftlikeError, match="choose a base model or an adapter"):
+        chat.load(None, "", "")
+
+
+def test_the_webui_extra_is_gradio_6_and_its_absence_is_one_line():
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["webui"] == ["gradio>=6,<7"]
+    code = ("import sys\nsys.modules['gradio'] = None  # not installed\nfrom swiftlike.cli import main\n"
+            "main(['web-ui', '--port', '1'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("WEBUI_", "SWIFT"))})
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == 'Error: the web UI needs gradio: pip install -e ".[webui]" (or pip install ' \
+                                  '"gradio>=6,<7")', proc.stderr

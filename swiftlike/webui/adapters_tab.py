@@ -8,16 +8,17 @@ import gradio as gr
 
 from .common import check_dir, error_line
 
-COLUMNS = ["name", "ref", "base_model_type", "tuner", "rank", "size", "installed_at"]
+COLUMNS = ["name", "ref", "base_model_type", "tuner", "rank", "size", "installed_at"]  # `adapter list`'s columns
 
 
-def _table():
+def _table(L):
+    """The installed adapters as `swiftlike adapter list` lists them, headed in the UI's language."""
     import pandas as pd
 
     from ..adapters.store import list_adapters
 
     rows = [a.row() for a in list_adapters()]
-    return pd.DataFrame([[r.get(c) for c in COLUMNS] for r in rows], columns=COLUMNS)
+    return pd.DataFrame([[r.get(c) for c in COLUMNS] for r in rows], columns=[L(f"col_{c}") for c in COLUMNS])
 
 
 def _ok(text: str) -> str:
@@ -29,7 +30,7 @@ def _err(err) -> str:
 
 
 def build(settings, L):
-    table = gr.Dataframe(headers=COLUMNS, label=L("installed"), interactive=False, elem_id="adapters-table")
+    table = gr.Dataframe(headers=[L(f"col_{c}") for c in COLUMNS], label=L("installed"), interactive=False, elem_id="adapters-table")
     with gr.Row():
         name = gr.Dropdown([], label=L("adapter_name"), allow_custom_value=True, elem_id="adapters-name")
         show_btn = gr.Button(L("show"), elem_id="adapters-show")
@@ -63,8 +64,8 @@ def build(settings, L):
             pkg_btn = gr.Button(L("package"), elem_id="adapters-package")
 
     def refreshed(current=None):
-        table_df = _table()
-        names = list(table_df["name"]) if len(table_df) else []
+        table_df = _table(L)
+        names = list(table_df.iloc[:, 0]) if len(table_df) else []
         return table_df, gr.update(choices=names, value=current if current in names else (names[0] if names else None))
 
     def show(n):

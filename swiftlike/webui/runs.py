@@ -174,8 +174,17 @@ class Job:
         return path if path.is_absolute() else Path(self.cwd) / path
 
     def error(self) -> Optional[str]:
-        lines = [ln for ln in self.log().splitlines() if ln.startswith("Error: ")]
-        return lines[-1] if lines else None
+        """The CLI's last `Error: ...`, with the indented lines it lists under it (bad rows as `file:line`)."""
+        lines = self.log().splitlines()
+        starts = [i for i, ln in enumerate(lines) if ln.startswith("Error: ")]
+        if not starts:
+            return None
+        out = [lines[starts[-1]]]
+        for ln in lines[starts[-1] + 1:starts[-1] + 51]:
+            if not ln.startswith((" ", "\t")):
+                break
+            out.append(ln.rstrip())
+        return "\n".join(out)
 
 
 def _pid_runs_swiftlike(pid: int) -> bool:

@@ -2,6 +2,7 @@
 and follows any run — started here, before a restart, or found in the output directory — live from its files."""
 from __future__ import annotations
 
+import html
 import os
 import time
 
@@ -101,8 +102,9 @@ def build(settings, L):
         with gr.Row(visible=False) as qlora_row:
             quant_bits = gr.Dropdown([4, 8], value=4, label=L("quant_bits"), elem_id="train-quant-bits")
         with gr.Row(visible=False) as freeze_row:
-            trainable_layers = gr.Number(None, label=L("trainable_layers"), precision=0)
-            freeze_ratio = gr.Number(None, label=L("freeze_ratio"))
+            trainable_layers = gr.Number(None, label=L("trainable_layers"), precision=0,
+                                         elem_id="train-trainable-layers")
+            freeze_ratio = gr.Number(None, label=L("freeze_ratio"), elem_id="train-freeze-ratio")
     with gr.Accordion(L("trainer_group"), open=True):
         with gr.Row():
             epochs = gr.Number(dflt["num_train_epochs"], label=L("num_train_epochs"), elem_id="train-epochs")
@@ -129,8 +131,8 @@ def build(settings, L):
     start_msg = gr.Markdown(elem_id="train-start-msg")
     run_pick = gr.Dropdown([], label=L("runs"), elem_id="train-runs")
     status_md = gr.Markdown(L("no_run"), elem_id="train-status")
-    loss_plot = gr.LinePlot(x="step", y="loss", color="series", label=L("loss_chart"), elem_id="train-loss",
-                            height=260)
+    loss_plot = gr.LinePlot(x="step", y="loss", color="series", x_title=L("step"), y_title=L("loss"),
+                            color_title=L("series"), label=L("loss_chart"), elem_id="train-loss", height=260)
     log_box = gr.Textbox(label=L("log_tail"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                          elem_id="train-log")
     timer = gr.Timer(2.0)
@@ -233,13 +235,14 @@ def build(settings, L):
         if cks:
             lines.append(f"{L('checkpoints')}: " + ", ".join(f"`{c}`" for c in cks))
         if run.job is not None and run.status == "failed" and run.job.error():
-            lines.append(f'<span class="swl-error">{run.job.error()}</span>')
+            lines.append('<span class="swl-error">' + html.escape(run.job.error()).replace("\n", "<br>") + "</span>")
         pts = runs.loss_points(run.run_dir)
         plot = None
         if pts:
             import pandas as pd
 
-            plot = pd.DataFrame(pts, columns=["step", "loss", "series"])
+            plot = pd.DataFrame([(step, loss, L(f"series_{kind}")) for step, loss, kind in pts],
+                                columns=["step", "loss", "series"])
         log = runs.tail(run.job.log()) if run.job is not None else ""
         return "\n\n".join(lines), plot, log
 
