@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_compare import CFG, SHARED, heldout_loss, timed  # noqa: E402
+from sft_compare import CFG, SHARED, heldout_loss, run_swiftlike  # noqa: E402
 
 VARIANTS = {
     "default": [],
@@ -29,19 +29,7 @@ VARIANTS = {
 
 
 def run(name, extra, model_dir, data, work, max_steps=-1):
-    out = work / name
-    cmd = [sys.executable, "-m", "swiftlike", "sft", "--model", str(model_dir), "--template", "chatml",
-           "--dataset", str(data), "--train_type", "lora", "--lora_rank", str(CFG["rank"]),
-           "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0", "--target_modules", "all-linear",
-           "--per_device_train_batch_size", str(CFG["batch"]), "--num_train_epochs", str(CFG["epochs"]),
-           "--max_length", str(CFG["max_length"]), "--learning_rate", str(CFG["lr"]),
-           "--warmup_ratio", str(CFG["warmup"]), "--weight_decay", str(CFG["wd"]), "--torch_dtype", "float32",
-           "--seed", str(CFG["seed"]), "--output_dir", str(out), "--add_output_dir_suffix", "False",
-           "--report_to", "none", "--logging_steps", "5", "--max_steps", str(max_steps), *extra]
-    wall, rss, rc = timed(cmd, log=work / f"{name}.log")
-    ckpt = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
-    loss = json.loads((out / "metrics.json").read_text())["train_loss"] if rc == 0 else None
-    return dict(wall=wall, rss=rss, rc=rc, adapter=ckpt if rc == 0 else None, train_loss=loss)
+    return run_swiftlike(model_dir, data, work, ["--max_steps", str(max_steps), *extra], name=name)
 
 
 def init_cost(names, model_dir, data, work):

@@ -47,20 +47,25 @@ def timed(cmd, env=None, cwd=None, log=None):
     return json.loads(line[2:])
 
 
-def run_swiftlike(model_dir, data, work):
-    out = work / "swiftlike"
-    cmd = [str(Path(sys.executable).with_name("swiftlike")), "sft", "--model", str(model_dir), "--template", "chatml",
-           "--dataset", str(data), "--train_type", "lora", "--lora_rank", str(CFG["rank"]),
-           "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0", "--target_modules", "all-linear",
-           "--per_device_train_batch_size", str(CFG["batch"]), "--num_train_epochs", str(CFG["epochs"]),
-           "--max_length", str(CFG["max_length"]), "--learning_rate", str(CFG["lr"]),
-           "--warmup_ratio", str(CFG["warmup"]), "--weight_decay", str(CFG["wd"]), "--torch_dtype", "float32",
-           "--seed", str(CFG["seed"]), "--output_dir", str(out), "--add_output_dir_suffix", "False",
-           "--report_to", "none", "--logging_steps", "5"]
-    wall, rss, rc = timed(cmd, log=work / "swiftlike.log")
+def swiftlike_cmd(model_dir, data, out, *extra) -> list:
+    """The benchmark job as a `swiftlike sft` command line (CFG), plus extra flags."""
+    return [str(Path(sys.executable).with_name("swiftlike")), "sft", "--model", str(model_dir), "--template", "chatml",
+            "--dataset", str(data), "--train_type", "lora", "--lora_rank", str(CFG["rank"]),
+            "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0", "--target_modules", "all-linear",
+            "--per_device_train_batch_size", str(CFG["batch"]), "--num_train_epochs", str(CFG["epochs"]),
+            "--max_length", str(CFG["max_length"]), "--learning_rate", str(CFG["lr"]),
+            "--warmup_ratio", str(CFG["warmup"]), "--weight_decay", str(CFG["wd"]), "--torch_dtype", "float32",
+            "--seed", str(CFG["seed"]), "--output_dir", str(out), "--add_output_dir_suffix", "False",
+            "--report_to", "none", "--logging_steps", "5", *extra]
+
+
+def run_swiftlike(model_dir, data, work, extra=(), name="swiftlike", env=None):
+    """One swiftlike run; `adapter` is its last checkpoint (an adapter, or a whole model for full-parameter tuners)."""
+    out = work / name
+    wall, rss, rc = timed(swiftlike_cmd(model_dir, data, out, *extra), env=env, log=work / f"{name}.log")
     ckpt = max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]), default=None)
     loss = json.loads((out / "metrics.json").read_text())["train_loss"] if rc == 0 else None
-    return dict(wall=wall, rss=rss, rc=rc, adapter=ckpt, train_loss=loss)
+    return dict(wall=wall, rss=rss, rc=rc, adapter=ckpt if rc == 0 else None, train_loss=loss)
 
 
 def run_msswift(swift, model_dir, data, work):
@@ -83,8 +88,9 @@ def run_msswift(swift, model_dir, data, work):
     return dict(wall=wall, rss=rss, rc=rc, adapter=ckpts[-1] if ckpts else None, train_loss=loss)
 
 
-def run_llamafactory(cli, model_dir, data, work):
-    out = work / "llamafactory"
+def run_llamafactory(cli, model_dir, data, work, extra=None, name="llamafactory"):
+    """One LLaMA-Factory run; `extra` overrides the YAML's keys (the method's own switches)."""
+    out = work / name
     ddir = work / "lf-data"
     ddir.mkdir(exist_ok=True)
     shutil.copy(data, ddir / "train.jsonl")
@@ -101,16 +107,17 @@ def run_llamafactory(cli, model_dir, data, work):
         "learning_rate": CFG["lr"], "num_train_epochs": float(CFG["epochs"]), "lr_scheduler_type": "cosine",
         "warmup_ratio": CFG["warmup"], "weight_decay": CFG["wd"], "seed": CFG["seed"], "report_to": "none",
         "disable_gradient_checkpointing": True, "overwrite_output_dir": True, "dataloader_num_workers": 0,
+        **(extra or {}),
     }
-    yaml = work / "lf.yaml"
+    yaml = work / f"{name}.yaml"
     yaml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.items()))
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1"}
-    wall, rss, rc = timed([cli, "train", str(yaml)], env=env, log=work / "llamafactory.log")
+    wall, rss, rc = timed([cli, "train", str(yaml)], env=env, log=work / f"{name}.log")
     loss = None
     if (out / "train_results.json").exists():
         loss = json.loads((out / "train_results.json").read_text()).get("train_loss")
-    return dict(wall=wall, rss=rss, rc=rc, adapter=out if (out / "adapter_config.json").exists() else None,
-                train_loss=loss)
+    saved = (out / "adapter_config.json").exists() or (out / "config.json").exists()
+    return dict(wall=wall, rss=rss, rc=rc, adapter=out if rc == 0 and saved else None, train_loss=loss)
 
 
 PEERS = {"llamafactory": (["llamafactory==0.9.5"], "llamafactory-cli"),
@@ -143,14 +150,16 @@ def _last_train_loss(log: Path):
 
 
 def heldout_loss(model_dir, adapter, rows) -> float:
-    """Neutral: plain transformers + peft, ChatML rendered here, loss on the final assistant reply + <|im_end|>."""
+    """Neutral: plain transformers + peft, ChatML rendered here, loss on the final assistant reply + <|im_end|>.
+    `adapter` is a PEFT adapter directory, a whole model directory (full-parameter tuners), or None (the base)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    if adapter is not None:
+    whole = adapter is not None and not (Path(adapter) / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(adapter if whole else model_dir, dtype=torch.float32)
+    if adapter is not None and not whole:
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     total, count = 0.0, 0
