@@ -39,7 +39,9 @@ METHODS = {
     "loraplus": (["--loraplus_lr_ratio", "16"], {"loraplus_lr_ratio": 16.0}),
     "galore": (["--train_type", "galore", "--tuner_args", json.dumps(GALORE)],
                {"finetuning_type": "full", "use_galore": True, "galore_target": "all", "galore_rank": GALORE["rank"],
-                "galore_update_interval": GALORE["update_proj_gap"], "galore_scale": GALORE["scale"]}),
+                "galore_update_interval": GALORE["update_proj_gap"], "galore_scale": GALORE["scale"],
+                # its GaLore builds its own AdamW and refuses transformers' default adamw_torch_fused
+                "optim": "adamw_torch"}),
     "badam": (["--train_type", "badam", "--tuner_args",
                json.dumps({"switch_block_every": BADAM_EVERY, "switch_mode": "ascending"})],
               {"finetuning_type": "full", "use_badam": True, "badam_mode": "layer", "badam_switch_mode": "ascending",
@@ -58,6 +60,15 @@ def install_packs(names, target: Path) -> dict:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
                         *(str(ROOT / "packs" / p) for p in packs)], check=True)
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
+
+
+def llamafactory(cli, model_dir, data, work, extra, name):
+    r = run_llamafactory(cli, model_dir, data, work, extra, name=name)
+    # with pissa_convert the top-level adapter belongs to the residual base it never saves; the adapter for the
+    # original base is in pissa_converted/
+    if r["adapter"] is not None and (Path(r["adapter"]) / "pissa_converted" / "adapter_config.json").exists():
+        r["adapter"] = Path(r["adapter"]) / "pissa_converted"
+    return r
 
 
 def trainable(log: Path):
@@ -98,7 +109,7 @@ def main():
         tools = [("swiftlike", lambda w, o=ours, n=name: run_swiftlike(model_dir, args.train, w, [*steps, *o],
                                                                        name=f"{n}-swiftlike", env=env))]
         if theirs is not None and lf.exists():
-            tools.append(("LLaMA-Factory", lambda w, t=theirs, n=name: run_llamafactory(
+            tools.append(("LLaMA-Factory", lambda w, t=theirs, n=name: llamafactory(
                 str(lf), model_dir, args.train, w, {"max_steps": args.max_steps, **t}, name=f"{n}-llamafactory")))
         results = run_rounds(tools, args.repeat, work / name, round_dirs=True)
         for tool, r in results.items():
