@@ -57,6 +57,24 @@ def page(browser, server):
     pg.close()
 
 
+def _compare(page, prompt):
+    """Ask Compare `prompt` with a repetition penalty (a random model then says more than newlines): both answers
+    shown, neither an error."""
+    page.locator("#compare-rep input[type=number]").fill("1.5")
+    page.locator("#compare-rep input[type=number]").press("Tab")
+    _fill(page, "compare-prompt", prompt)
+    page.locator("#compare-go").click()
+    a, b = page.locator("#compare-answer-a textarea"), page.locator("#compare-answer-b textarea")
+
+    def done(_):
+        va, vb = a.input_value(), b.input_value()
+        return va.strip() and vb.strip() and "loading" not in va + vb
+
+    _wait_text(page.locator("#compare-answer-b"), done, 180, "two answers not shown")
+    assert not a.input_value().startswith("Error") and not b.input_value().startswith("Error"), (a.input_value(),
+                                                                                                  b.input_value())
+
+
 STATE = {}
 
 
@@ -247,19 +265,7 @@ def test_compare_shows_two_answers(page, tiny_model):
     _pick(page, "compare-template", "smollm2")  # B is the bare base: a model dir of no registered type
     _pick(page, "compare-adapter-a", STATE["ckpt"])
     _fill(page, "compare-max-new", 24)
-    page.locator("#compare-rep input[type=number]").fill("1.5")
-    page.locator("#compare-rep input[type=number]").press("Tab")
-    _fill(page, "compare-prompt", "Who made you?")
-    page.locator("#compare-go").click()
-    a, b = page.locator("#compare-answer-a textarea"), page.locator("#compare-answer-b textarea")
-
-    def done(_):
-        va, vb = a.input_value(), b.input_value()
-        return va.strip() and vb.strip() and "loading" not in va + vb
-
-    _wait_text(page.locator("#compare-answer-b"), done, 180, "two answers not shown")
-    assert not a.input_value().startswith("Error") and not b.input_value().startswith("Error"), (a.input_value(),
-                                                                                                  b.input_value())
+    _compare(page, "Who made you?")
 
 
 def test_adapter_pushed_and_installed_from_a_local_hub(page, workdir):
@@ -383,19 +389,7 @@ def test_chat_and_compare_take_an_installed_adapter_and_a_hub_ref(page, workdir,
     _pick(page, "compare-adapter-a", "nova")
     _pick(page, "compare-adapter-b", "local:acme/nova")
     _fill(page, "compare-max-new", 24)  # a random model: a repetition penalty makes it say more than newlines
-    page.locator("#compare-rep input[type=number]").fill("1.5")
-    page.locator("#compare-rep input[type=number]").press("Tab")
-    _fill(page, "compare-prompt", "Who trained you?")
-    page.locator("#compare-go").click()
-    a, b = page.locator("#compare-answer-a textarea"), page.locator("#compare-answer-b textarea")
-
-    def done(_):
-        va, vb = a.input_value(), b.input_value()
-        return va.strip() and vb.strip() and "loading" not in va + vb
-
-    _wait_text(page.locator("#compare-answer-b"), done, 180, "two answers not shown")
-    assert not a.input_value().startswith("Error") and not b.input_value().startswith("Error"), (a.input_value(),
-                                                                                                  b.input_value())
+    _compare(page, "Who trained you?")
 
 
 def test_export_tab_merges_the_adapter(page, workdir):
