@@ -50,6 +50,9 @@ def test_run_layout(lora_run):
     assert list((run / "runs").rglob("events.out.tfevents.*")), "TensorBoard events missing"
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     assert not (run / ".staging").exists()
+    # the run says where it trained and which CPU-only fast paths it took (a GPU run must list none)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["device"] == "cpu" and "fused_lora" in metrics["cpu_fast_paths"], metrics
 
 
 def test_checkpoint_manifest(lora_run):

@@ -271,10 +271,14 @@ class TrainingRecipe:
 
             # read back at each save: the checkpoint's adapter is converted to apply to the original base
             self.initial_adapter = save_initial_adapter(model, self.out) if self.state.is_main_process else None
-        if a.fused_lora and getattr(model, "peft_config", None):
-            fuse_lora_layers(model, pack_weights=a.pack_cpu_weights)
-        if a.pack_cpu_weights:
-            pack_output_head(model)  # used only while the head is frozen, fp32 and on the CPU
+        # the fused LoRA op and the oneDNN-packed weights are CPU paths: on a GPU, PEFT's layers and cuBLAS
+        # (under autocast, with flash/sdpa attention) are what is fast, so neither is installed there
+        self.cpu_fast_paths = []
+        if self.on_cpu and a.fused_lora and getattr(model, "peft_config", None) \
+                and fuse_lora_layers(model, pack_weights=a.pack_cpu_weights):
+            self.cpu_fast_paths.append("fused_lora")
+        if self.on_cpu and a.pack_cpu_weights and pack_output_head(model):
+            self.cpu_fast_paths.append("packed_output_head")  # used only while the head is frozen and fp32
         self.model = model
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for p in model.parameters())
@@ -410,6 +414,12 @@ class TrainingRecipe:
             if self.log_file.exists():
                 plot_loss(self.log_file, self.out / "loss.png")
             metrics["wall_s"] = round(time.perf_counter() - self.t_start, 1)
+            metrics["device"] = "cpu" if self.on_cpu else "cuda"
+            metrics["cpu_fast_paths"] = getattr(self, "cpu_fast_paths", [])
+            if not self.on_cpu:
+                import torch
+
+                metrics["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(self.summary(last, metrics))
         return {"run_dir": self.out, "last_checkpoint": last, "metrics": metrics}
