@@ -231,7 +231,10 @@ def install(ref_text: str, *, name: str | None = None, allow_pickle: bool = Fals
             os.chmod(stage, 0o755)
             info["seal"] = _seal(stage, digests[MANIFEST])
             (stage / INSTALL_INFO).write_text(json.dumps(info, indent=2) + "\n")
-            _commit(root, stage, name, token)
+            meanwhile = _commit(root, stage, name, token, same_as=(info["repo"], info["revision"]))
+            if meanwhile is not None:  # another process (a replica starting too) installed it first: use theirs
+                meanwhile.note = note
+                return meanwhile
     except (SwiftlikeError, OSError) as err:
         said = str(err) if isinstance(err, SwiftlikeError) else f"{type(err).__name__}: {_first_line(err)}"
         prefix = "" if said.startswith(f"{ref.hub}:{ref.repo_id}") else f"{ref}: "  # hub errors name the ref
@@ -486,12 +489,19 @@ def _staging(root: Path, name: str):
         os.close(fd)
 
 
-def _commit(root: Path, stage: Path, name: str, token: str) -> None:
+def _commit(root: Path, stage: Path, name: str, token: str, same_as: tuple | None = None) -> InstalledAdapter | None:
     """Make the complete `stage` the version NAME points to: one rename into `.versions/`, one atomic rename of a
-    new symlink over NAME. The version it replaced goes to the trash."""
+    new symlink over NAME. The version it replaced goes to the trash. With `same_as` (repo, revision): when NAME
+    already holds that revision, intact (installed by another process since this install looked), it is kept and
+    returned and `stage` is dropped, so that a path the other process resolved to is not trashed under it."""
     versions = root / VERSIONS
     versions.mkdir(exist_ok=True)
     with _store_lock(root):
+        if same_as is not None:
+            found = _stored(root / name)
+            if found is not None and (found.install.get("repo"), found.install.get("revision")) == same_as \
+                    and _intact(found):
+                return found
         version = versions / f"{name}-{token}"
         os.rename(stage, version)
         final = root / name
@@ -500,6 +510,7 @@ def _commit(root: Path, stage: Path, name: str, token: str) -> None:
         _link(root, name, version, stage.parent / f"{stage.name}.link")
         _recover_locked(root)
     _empty_trash(root)
+    return None
 
 
 def _link(root: Path, name: str, version: Path, tmp: Path) -> None:

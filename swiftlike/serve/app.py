@@ -18,6 +18,7 @@ from .errors import ApiError, invalid, model_not_found, unauthorized
 from .generation import Job
 from .http import BodyTooLarge, Guard
 from .pool import ReplacedMeanwhile
+from .shared import SharedStateError
 from .schemas import AdapterPut, ChatCompletionRequest, CompletionRequest, VllmLoad, VllmUnload
 
 log = logging.getLogger("swiftlike.serve")
@@ -28,9 +29,12 @@ def create_app(rt) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app):
         rt.engine.start()
+        watch = asyncio.get_running_loop().create_task(rt.shared.watch()) if rt.shared else None
         try:
             yield
         finally:
+            if watch is not None:
+                watch.cancel()
             await asyncio.to_thread(rt.engine.stop)
             rt.close()
 
@@ -154,16 +158,19 @@ def create_app(rt) -> FastAPI:
     @app.get("/v1/adapters", dependencies=[Depends(admin)])
     async def list_adapters():
         return {"object": "list", "max_resident": rt.pool.max_resident, "resident": rt.pool.resident(),
-                "data": rt.pool.snapshot()}
+                "data": rt.pool.snapshot(), **({"shared_state": rt.shared.describe()} if rt.shared else {})}
 
     async def put_adapter(name: str, source: str) -> dict:
         if name == rt.base_name:
             raise invalid(f"{name!r} is the base model's name", param="name")
         replaced = name in rt.pool
         try:
-            adapter = await rt.pool.put(name, source)
+            # with --shared_state, recorded for the other replicas once it loaded here
+            adapter = await (rt.shared.put(name, source) if rt.shared else rt.pool.put(name, source))
         except ReplacedMeanwhile as err:
             raise ApiError(409, str(err), code="conflict") from None
+        except SharedStateError as err:
+            raise ApiError(503, f"adapter {name!r}: {err}", type="server_error", code="shared_state") from None
         except (SwiftlikeError, OSError, ValueError) as err:
             raise ApiError(400, f"cannot load adapter {name!r} from {source!r}: {err}", param="source",
                            code="invalid_adapter") from None
@@ -177,7 +184,11 @@ def create_app(rt) -> FastAPI:
 
     @app.delete("/v1/adapters/{name}", dependencies=[Depends(admin)])
     async def delete_adapter(name: str):
-        if not rt.pool.remove(name):
+        try:
+            removed = await rt.shared.remove(name) if rt.shared else rt.pool.remove(name)
+        except SharedStateError as err:
+            raise ApiError(503, f"adapter {name!r}: {err}", type="server_error", code="shared_state") from None
+        if not removed:
             raise ApiError(404, f"no adapter named {name!r}", code="not_found", param="name")
         return {"name": name, "deleted": True}
 
@@ -268,6 +279,8 @@ def _gauges(rt) -> dict:
         "swiftlike_kv_cache_peak_bytes": ("Most KV cache memory held at once (prefill copies included).",
                                           rt.engine.stats["kv_peak_bytes"]),
         "swiftlike_kv_cache_budget_bytes": ("--max_kv_memory.", rt.engine.max_kv_bytes or 0),
+        **({"swiftlike_shared_state_generation": ("Generation of --shared_state last applied or written here.",
+                                                  rt.shared.generation)} if rt.shared else {}),
     }
 
 
@@ -285,6 +298,13 @@ def _counters(rt) -> dict:
         "swiftlike_engine_prefills_total": ("Prompts prefilled.", s["prefills"]),
         "swiftlike_engine_generated_tokens_total": ("Tokens generated (incl. cancelled requests).",
                                                     s["generated_tokens"]),
+        **({"swiftlike_shared_state_syncs_total": ("Changes of --shared_state read and applied by this replica.",
+                                                   rt.shared.syncs),
+            "swiftlike_shared_state_adapter_changes_total": ("Adapter loads/removals applied from --shared_state.",
+                                                             rt.shared.changes),
+            "swiftlike_shared_state_errors_total": ("--shared_state reads/writes that failed, and adapters of it "
+                                                    "this replica refused.", rt.shared.errors)}
+           if rt.shared else {}),
     }
 
 

@@ -33,6 +33,11 @@ class ServeArguments(ModelArguments):
                              "Other cross-origin browser requests are refused.")
     read_timeout: float = arg(30.0, "Seconds a client has to send a request's headers and body.")
     max_connections: int = arg(1024, "Open connections served at once; requests beyond are answered 503.")
+    shared_state: Optional[str] = arg(None, "Directory shared by several replicas of this server (same flags, same "
+                                      "adapter store): adapters loaded or removed through the admin API on one "
+                                      "replica are loaded or removed on all of them.")
+    sync_interval: float = arg(2.0, "Seconds between two looks at --shared_state: another replica's admin change "
+                               "is live here within this plus the adapter's load time.")
     force: bool = arg(False, "Serve adapters trained on another base.")
     log_level: str = arg("info", "uvicorn log level: critical, error, warning, info, debug.")
 

@@ -78,6 +78,12 @@ class Runtime:
 
             torch.set_num_threads(opts.num_threads)
         self.resolved = opts.resolve_model()
+        self.shared = None
+        if opts.shared_state:  # checked (directory, file, base) before the model loads
+            from .shared import Replication
+
+            self.shared = Replication(opts.shared_state, opts.served_model_name or self.resolved.spec.name,
+                                      opts.sync_interval)
         model, self.tokenizer = load_model_tokenizer(resolved=self.resolved, torch_dtype=opts.torch_dtype,
                                                      trust_remote_code=opts.trust_remote_code)
         model.eval()
@@ -123,6 +129,8 @@ class Runtime:
             path = self.resolve_source(source)
             self.check_adapter(path)
             self.pool.register(name, source, path)
+        if self.shared:  # what the admin API changed on any replica, on top of --adapters
+            self.shared.attach(self)
 
     # -- adapters -----------------------------------------------------------------------------------------------
     def resolve_source(self, source: str) -> Path:
@@ -192,6 +200,11 @@ class Runtime:
         else:
             lines.append(f"  tenants: {', '.join(sorted(self.auth.tenants)) or '(none)'}; admin key "
                          f"{'set' if self.auth.admin_sha256 else 'not set (adapter admin disabled)'}")
+        if self.shared:
+            refused = sorted(self.shared.refused)
+            refused = f"; REFUSED here (see above): {', '.join(refused)}" if refused else ""
+            lines.append(f"  shared state {self.shared.state.path} (generation {self.shared.generation}), looked at "
+                         f"every {self.shared.interval:g} s{refused}")
         lines.append(f"  OpenAI API at http://{o.host}:{o.port}/v1")
         return "\n".join(lines)
 
