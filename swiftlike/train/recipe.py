@@ -138,13 +138,15 @@ class TrainingRecipe:
         set_seed(a.seed)
         from accelerate import PartialState
 
-        self.state = PartialState()
+        self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
+        # cpu=True as the Trainer's own state will say: without it accelerate sees no backend on a CPU-only host and
+        # every torchrun worker (gloo) would think it is the only process: each would make its own run directory
+        self.state = PartialState(cpu=self.on_cpu)
         self.resolved = a.resolve_model()
         self.spec = self.resolved.spec
         self.model_type = a.model_type if a.model_type and a.model_type in get_registry().models else self.spec.name
         self.start_adapter = self._start_adapter()
         self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
-        self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
         self.check_tuner_options()
 
     def check_tuner_options(self) -> None:
@@ -235,6 +237,14 @@ class TrainingRecipe:
             self.created_output = a.add_output_dir_suffix
         self.out = Path(_broadcast(str(out) if out else None, self.state))
         self.log_file = self.out / "logging.jsonl"
+        if self.state.num_processes > 1:
+            from .multinode import check_shared_output
+
+            try:  # every node writes into and resumes from this one directory: a node that cannot see it stops all
+                check_shared_output(self.out, self.resume, self.state)
+            except SwiftlikeError:
+                self.discard_output()
+                raise
 
     def setup_model(self) -> None:
         """The base model, the attention path, the tuner and the CPU/LoRA fast paths."""
