@@ -2,7 +2,6 @@
 `swift`)."""
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -12,6 +11,7 @@ from ..infer import InferArguments
 from ..merge import MergeArguments
 from ..train.arguments import IGNORED_FLAGS, PtArguments, SftArguments
 from ..train.rlhf.arguments import RLHF_TYPES, RlhfArguments
+from .launch import relaunch_under_torchrun
 from .quickstart import QUICK_START
 from .options import build, command_for, fields_of, ignored_given, options_from, warn_ignored
 
@@ -80,14 +80,9 @@ def _training_command(name: str, cls, run_name: str, *, help: str, short_help: s
     @options_from(cls, ignored=IGNORED_FLAGS)
     @click.pass_context
     def command(ctx, config_args, config, **kwargs):
-        nproc = int(os.environ.get("NPROC_PER_NODE") or 1)
-        if nproc > 1 and "LOCAL_RANK" not in os.environ:
-            # ms-swift's launcher convention: re-run this command under torchrun, one process per device
-            import subprocess
-
-            cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                   f"--master_port={os.environ.get('MASTER_PORT', '29500')}", "-m", "swiftlike", *sys.argv[1:]]
-            raise SystemExit(subprocess.call(cmd))
+        # ms-swift's launcher variables (NPROC_PER_NODE, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT): checked,
+        # then this command re-runs under torchrun, one process per device on each node
+        relaunch_under_torchrun()
         from .. import stages as stage_functions
         from ..train.config_files import merge_arguments
 

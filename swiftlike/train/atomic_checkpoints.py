@@ -30,6 +30,9 @@ class AtomicCheckpoints:
             super()._save_checkpoint(model, trial)
         finally:
             self._staging = False
+        # every rank writes into the staged checkpoint (its rng_state_<rank>.pth; shards under FSDP/DeepSpeed), with
+        # no barrier of the Trainer's after it: wait for all before rank 0 completes and renames it
+        self._barrier()
         name = f"checkpoint-{self.state.global_step}"
         staged = Path(run_dir) / STAGING / name
         final = Path(run_dir) / name
@@ -44,6 +47,9 @@ class AtomicCheckpoints:
 
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        self._barrier()  # no rank trains on (and may save again) before the checkpoint is in place
+
+    def _barrier(self) -> None:
         import torch
 
         if self.args.parallel_mode.value == "distributed" and torch.distributed.is_initialized():

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -64,11 +65,17 @@ class TrainingRecipe:
     # ---------------------------------------------------------------------------------------------- the run
     def run(self) -> dict:
         """Train; returns {"run_dir", "last_checkpoint", "metrics"}."""
+        from .multinode import agree, join_process_group
+
         with paused_gc():
-            self.check()
-            self.resolve()
-            self.setup_tokenizer()
-            self.setup_data()
+            # Under torchrun every process joins first and the phases that may refuse the input are agreed on, so a
+            # refusal on one node stops all of them (none is left waiting for it). The phases hold no collective of
+            # their own: rank 0 encodes first (filling the encode cache the others read), the agreement its barrier.
+            group = join_process_group(self.args.device)
+            first = group is None or group.is_main_process
+            for phase in (self.check, self.resolve, self.setup_tokenizer, self.load_rows,
+                          self.encode_rows if first else _nothing, _nothing if first else self.encode_rows):
+                agree(phase, group)
             self.setup_output()
             try:
                 self.setup_model()
@@ -138,13 +145,15 @@ class TrainingRecipe:
         set_seed(a.seed)
         from accelerate import PartialState
 
-        self.state = PartialState()
+        self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
+        # cpu=True as the Trainer's own state will say: without it accelerate sees no backend on a CPU-only host and
+        # every torchrun worker (gloo) would think it is the only process: each would make its own run directory
+        self.state = PartialState(cpu=self.on_cpu)
         self.resolved = a.resolve_model()
         self.spec = self.resolved.spec
         self.model_type = a.model_type if a.model_type and a.model_type in get_registry().models else self.spec.name
         self.start_adapter = self._start_adapter()
         self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
-        self.on_cpu = not torch.cuda.is_available() or a.device == "cpu"
         self.check_tuner_options()
 
     def check_tuner_options(self) -> None:
@@ -197,7 +206,13 @@ class TrainingRecipe:
         return dict(system=a.system, max_length=a.max_length, truncation=a.truncation_strategy)
 
     def setup_data(self) -> None:
-        """Rows (checked before anything heavy loads), then the stage's encoding."""
+        """Rows (checked before anything heavy loads), then the stage's encoding (rank 0 first: it fills the encode
+        cache the other ranks then read)."""
+        self.load_rows()
+        with self.state.main_process_first():
+            self.encode_rows()
+
+    def load_rows(self) -> None:
         from ..data import load_dataset
 
         a = self.args
@@ -209,9 +224,10 @@ class TrainingRecipe:
                                    seed=a.seed, columns=columns, skip_bad_rows=a.skip_bad_rows,
                                    model_name=a.model_name or None, model_author=a.model_author or None,
                                    hub=a.hub, **self.dataset_options())
-        with self.state.main_process_first():
-            self.train_data = self.encode(self.splits.train, train=True)
-            self.val_data = self.encode(self.splits.val, train=False) if self.splits.val else []
+
+    def encode_rows(self) -> None:
+        self.train_data = self.encode(self.splits.train, train=True)
+        self.val_data = self.encode(self.splits.val, train=False) if self.splits.val else []
 
     def dataset_options(self) -> dict:
         """Extra keyword arguments for load_dataset."""
@@ -235,6 +251,20 @@ class TrainingRecipe:
             self.created_output = a.add_output_dir_suffix
         self.out = Path(_broadcast(str(out) if out else None, self.state))
         self.log_file = self.out / "logging.jsonl"
+        if self.state.num_processes > 1:
+            from .multinode import check_shared_output
+
+            try:  # every node writes into and resumes from this one directory: a node that cannot see it stops all
+                check_shared_output(self.out, self.resume, self.state)
+            except SwiftlikeError:
+                self.discard_output()
+                raise
+        if self.resume is not None and self.state.is_main_process:
+            from .multinode import resume_batch_note
+
+            note = resume_batch_note(self.resume, self.args, self.state.num_processes)
+            if note:
+                print(note, file=sys.stderr, flush=True)
 
     def setup_model(self) -> None:
         """The base model, the attention path, the tuner and the CPU/LoRA fast paths."""
@@ -522,6 +552,10 @@ def _jsonable(o):
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)
     return str(o)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _xpu_available() -> bool:

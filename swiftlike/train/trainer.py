@@ -96,6 +96,15 @@ class JsonlLogger(TrainerCallback):
         import time
 
         self._last = (time.perf_counter(), state.num_input_tokens_seen or 0)
+        if state.global_step and state.is_world_process_zero and self.path.exists():
+            # resumed (after a kill, or on another process count): rows the interrupted run logged past the
+            # checkpoint are trained again now, so they go rather than appear twice (as does a line cut by a kill)
+            rows = self.path.read_text().splitlines(keepends=True)
+            kept = [r for r in rows if _step(r) is not None and _step(r) <= state.global_step]
+            if len(kept) != len(rows):
+                tmp = self.path.with_suffix(".jsonl.tmp")
+                tmp.write_text("".join(kept))
+                tmp.replace(self.path)
 
     def on_log(self, args, state, control, logs=None, **kw):
         import time
@@ -109,6 +118,13 @@ class JsonlLogger(TrainerCallback):
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 class SaveAtEnd(TrainerCallback):
