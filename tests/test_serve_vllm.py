@@ -312,11 +312,15 @@ class StandInLLM:
     vLLM would (max_tokens, stop_token_ids, stop strings); add_lora / remove_lora keep vLLM's set of loaded ids; every
     call is recorded."""
 
-    def __init__(self, kwargs: dict):
+    def __init__(self, kwargs: dict, max_model_len=None):
+        from types import SimpleNamespace
+
         from transformers import AutoTokenizer
 
         self.kwargs = kwargs
         self.tokenizer = AutoTokenizer.from_pretrained(kwargs["tokenizer"])
+        if max_model_len:  # the context vLLM settled on (AsyncLLM.model_config)
+            self.model_config = SimpleNamespace(max_model_len=max_model_len)
         self.calls: list = []
         self.loaded: set = set()
         self.errored = False
@@ -384,7 +388,7 @@ class StandInLLM:
 class VllmServer:
     """`swiftlike serve --infer_backend vllm` in process (uvicorn in a thread) with the stand-in engine."""
 
-    def __init__(self, **opts):
+    def __init__(self, vllm_max_model_len=None, **opts):
         import uvicorn
 
         from swiftlike.serve import ServeArguments
@@ -396,7 +400,7 @@ class VllmServer:
         self.llm = None
 
         def factory(kwargs):
-            self.llm = StandInLLM(kwargs)
+            self.llm = StandInLLM(kwargs, vllm_max_model_len)
             return self.llm
 
         self.rt = VllmRuntime(self.opts, llm_factory=factory)
@@ -613,9 +617,14 @@ def test_metrics_count_vllm_requests(vserver):
 @needs_vllm
 def test_eviction_removes_from_vllm_and_reload_keeps_the_id(tiny_model, vllm_adapters):
     server = VllmServer(model=str(tiny_model), template="smollm2", max_resident=1, max_batch_size=2,
-                        adapters=[f"a0={vllm_adapters['a0']}", f"a2={vllm_adapters['a2']}"])
+                        adapters=[f"a0={vllm_adapters['a0']}", f"a2={vllm_adapters['a2']}"], vllm_max_model_len=100)
     try:
         llm = server.llm
+        # vLLM's context (100 here, less than the model's 512) is what prompts are checked against: a 422 before vLLM
+        assert server.rt.context_length == 100
+        r = server.chat("a0", messages=[{"role": "user", "content": "word " * 120}])
+        assert r.status_code == 422 and r.json()["error"]["code"] == "context_length_exceeded", r.text
+        assert llm.of("generate") == []
         assert server.llm.kwargs["max_loras"] == 1
         assert server.chat("a0", max_tokens=2).status_code == 200
         first = llm.of("add")[-1][2]

@@ -279,8 +279,11 @@ class VllmRuntime(Runtime):
             gpu_memory_utilization=opts.gpu_memory_utilization)
         self.max_kv_bytes, self.kv_budget_source = 0, "vLLM's"
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.engine = VllmEngine(self._llm_factory(self.engine_kwargs), max_batch_size=opts.max_batch_size,
-                                 max_queue=opts.max_queue, pad_token_id=pad)
+        llm = self._llm_factory(self.engine_kwargs)
+        # prompts are checked against the context vLLM settled on (it may derive another one from the config)
+        self.context_length = int(getattr(getattr(llm, "model_config", None), "max_model_len", 0) or
+                                  self.context_length)
+        self.engine = VllmEngine(llm, max_batch_size=opts.max_batch_size, max_queue=opts.max_queue, pad_token_id=pad)
 
     def _given_ranks(self) -> list[int]:
         """The ranks of the adapters given with --adapters (for the default --max_lora_rank)."""
