@@ -144,8 +144,8 @@ def check_adapter_vllm(path: Path, *, max_lora_rank: int, max_loras: int = 1,
             try:
                 helper = PEFTHelper.from_local_dir(str(path), max_position_embeddings)
                 helper.validate_legal(LoRAConfig(max_lora_rank=max_lora_rank, max_loras=max_loras))
-            except (ValueError, TypeError) as err:
-                problem = f"vLLM refuses it: {' '.join(str(err).split())}"
+            except Exception as err:  # noqa: BLE001 - whatever vLLM's check raises is a refusal, in one line
+                problem = f"vLLM refuses it: {' '.join(str(err).split()) or type(err).__name__}"
     if problem:
         raise SwiftlikeError(f"{path}: {problem} ({FLAG})")
     return cfg
