@@ -120,6 +120,11 @@ def infer(**kwargs):
     from ..infer import answer_prompts, default_result_path, generate, load_checkpoint
 
     args = build(InferArguments, kwargs)
+    args.check_backend()
+    if args.use_vllm:  # refused in one line where vLLM cannot run, before anything loads
+        from ..infer.vllm_backend import require_vllm
+
+        require_vllm()
     prompts = None
     if args.val_dataset:  # the file is checked before the model loads
         from ..data import load_prompts
@@ -129,7 +134,12 @@ def infer(**kwargs):
         import torch
 
         torch.set_num_threads(args.num_threads)
-    loaded = load_checkpoint(args.ckpt_dir, force=args.force, options=args.model_arguments())
+    if args.use_vllm:
+        from ..infer.vllm_backend import load_checkpoint_vllm
+
+        loaded = load_checkpoint_vllm(args.ckpt_dir, force=args.force, options=args)
+    else:
+        loaded = load_checkpoint(args.ckpt_dir, force=args.force, options=args.model_arguments())
     gen = args.generation()
     if prompts is not None:
         out = answer_prompts(loaded, prompts, args.result_path or default_result_path(), **gen)

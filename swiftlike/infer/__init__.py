@@ -36,21 +36,12 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
     adapter's name or a hub reference, or None (the base model). `options` or keyword arguments: the model options
     (ModelArguments: model_type, model, model_cache_dir, template, system, torch_dtype, ...)."""
     from ..adapters import load as load_adapter, resolve as resolve_adapter
-    from ..checkpoint import checkpoint_template, is_adapter_dir, read_manifest, saved_args
+    from ..checkpoint import checkpoint_template, is_adapter_dir
     from ..models.load import load_model_tokenizer
     from ..templates import get_template
 
     opts = options or ModelArguments(**model_options)
-    opts.check_model_options()
-    ckpt = None
-    if ckpt_dir:
-        base_hint = opts.model_cache_dir or opts.model or opts.model_type
-        ckpt = Path(resolve_adapter(ckpt_dir, base=base_hint, force=force))
-        if not ckpt.is_dir():
-            raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
-    base = base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
-    resolved = base.resolve_model()
-    model_type = base.model_type or resolved.spec.name
+    ckpt, resolved, model_type = resolve_checkpoint(ckpt_dir, force=force, opts=opts)
     model, tokenizer = load_model_tokenizer(resolved=resolved, torch_dtype=opts.torch_dtype,
                                             trust_remote_code=opts.trust_remote_code,
                                             attn_implementation="sdpa" if opts.attn_impl == "auto" else opts.attn_impl)
@@ -65,6 +56,23 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
     spec, system = checkpoint_template(ckpt, template=opts.template, system=opts.system,
                                        default=resolved.spec.template)
     return Loaded(model, tokenizer, get_template(spec, tokenizer, system=system), ckpt, resolved.path, model_type)
+
+
+def resolve_checkpoint(ckpt_dir, *, force: bool, opts: ModelArguments):
+    """(checkpoint dir or None, the base's ResolvedModel, model type): what load_checkpoint loads."""
+    from ..adapters import resolve as resolve_adapter
+    from ..checkpoint import read_manifest, saved_args
+
+    opts.check_model_options()
+    ckpt = None
+    if ckpt_dir:
+        base_hint = opts.model_cache_dir or opts.model or opts.model_type
+        ckpt = Path(resolve_adapter(ckpt_dir, base=base_hint, force=force))
+        if not ckpt.is_dir():
+            raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
+    base = base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
+    resolved = base.resolve_model()
+    return ckpt, resolved, base.model_type or resolved.spec.name
 
 
 def base_options(opts: ModelArguments, ckpt: Path | None, saved: dict, manifest: dict) -> ModelArguments:
@@ -98,6 +106,9 @@ def _registered(model_type):
 def generate(model, template, messages: list, *, max_new_tokens=512, temperature=0.0, top_p=1.0,
              repetition_penalty=1.0, stream=False, seed=None) -> Iterator[str] | str:
     """Greedy when temperature == 0. With stream=True, yields text pieces as they are generated."""
+    if getattr(model, "is_vllm", False):  # --infer_backend vllm (vllm_backend.VllmModel)
+        return model.generate(template, messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, repetition_penalty=repetition_penalty, stream=stream, seed=seed)
     import torch
 
     tokenizer = template.tokenizer
@@ -170,10 +181,14 @@ def answer_prompts(loaded: Loaded, prompts: list, out: Path, *, progress=True, *
         from tqdm import tqdm
 
         bar = tqdm(total=len(prompts), desc="infer", unit="row", file=sys.stderr)
+    # vLLM (--infer_backend vllm) answers every prompt in one batch
+    many = loaded.model.generate_many if getattr(loaded.model, "is_vllm", False) else None
     try:
+        answers = iter(many(loaded.template, [row["messages"] for row in prompts], **gen)) if many else None
         with open(tmp, "w", encoding="utf-8") as f:
             for row in prompts:
-                response = generate(loaded.model, loaded.template, row["messages"], **gen)
+                response = next(answers) if answers else generate(loaded.model, loaded.template, row["messages"],
+                                                                  **gen)
                 f.write(json.dumps({"messages": row["messages"], "response": response, "label": row.get("response")},
                                    ensure_ascii=False) + "\n")
                 if bar is not None:

@@ -48,6 +48,7 @@ class Request:
     top_p: float = 1.0
     seed: Optional[int] = None
     stop_ids: frozenset = frozenset()
+    stop: tuple = ()  # stop strings: serve's TextStream cuts the text at them; vLLM (--infer_backend vllm) stops there
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     repetition_penalty: float = 1.0  # transformers' (infer's --repetition_penalty); 1 = none

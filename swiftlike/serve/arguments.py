@@ -5,16 +5,18 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
+from ..infer.arguments import BackendArguments
 from ..models.options import ModelArguments, arg
 
 
 @dataclass
-class ServeArguments(ModelArguments):
+class ServeArguments(BackendArguments, ModelArguments):
     adapters: list = arg([], "NAME=DIR_OR_REF … (loaded lazily on first use).", aliases=["lora_modules"])
     tenants: Optional[str] = arg(None, "tenants.toml: API keys (sha256) and their adapters.")
     admin_key_env: Optional[str] = arg(None, "Environment variable holding the admin key.")
     served_model_name: Optional[str] = arg(None, "Name of the base model in the API.")
-    max_resident: int = arg(8, "Adapters kept in memory (LRU; in-use adapters are never evicted).",
+    max_resident: int = arg(8, "Adapters kept in memory (LRU; in-use adapters are never evicted); with vllm, its "
+                            "max_loras.",
                             aliases=["max_loras"])
     max_batch_size: int = arg(32, "Requests decoded together.", aliases=["max_num_seqs"])
     max_queue: int = arg(256, "Requests waiting beyond the batch; more are answered 429.")

@@ -86,7 +86,7 @@ class Job:
 
             self.req = Request(self.prompt_ids, max_tokens, sink, adapter=self.adapter,
                                temperature=body.temperature, top_p=body.top_p, seed=body.seed,
-                               stop_ids=frozenset(stop_ids), presence_penalty=body.presence_penalty,
+                               stop_ids=frozenset(stop_ids), stop=tuple(self.stream.stops), presence_penalty=body.presence_penalty,
                                frequency_penalty=body.frequency_penalty)
             try:
                 rt.engine.submit(self.req)

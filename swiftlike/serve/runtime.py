@@ -55,7 +55,6 @@ def parse_adapter_arg(text: str) -> tuple[str, str]:
 class Runtime:
     def __init__(self, opts: ServeArguments):
         from ..checkpoint import checkpoint_template
-        from ..models.load import load_model_tokenizer
         from ..templates import get_template
 
         self.opts = opts
@@ -84,32 +83,14 @@ class Runtime:
 
             self.shared = Replication(opts.shared_state, opts.served_model_name or self.resolved.spec.name,
                                       opts.sync_interval)
-        model, self.tokenizer = load_model_tokenizer(resolved=self.resolved, torch_dtype=opts.torch_dtype,
-                                                     trust_remote_code=opts.trust_remote_code)
-        model.eval()
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-        if kinds != {"full_attention"}:
-            raise SwiftlikeError(f"{self.resolved.spec.name}: attention layers {sorted(kinds)}; swiftlike serve "
-                                 f"batches full-attention models only")
-        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 4096)
-        self.ctx = LoraContext()
-        self.wrapped = wrap_linears(model, ctx=self.ctx)
-        self.model = model
+        self.load_model()
         spec, system = checkpoint_template(None, template=opts.template, system=opts.system,
                                            default=self.resolved.spec.template)
         self.template = get_template(spec, self.tokenizer, system=system)
         self.base_name = opts.served_model_name or self.resolved.spec.name
         self._fingerprint = None
         self.metrics = Metrics()
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        device = next(model.parameters()).device
-        self.max_kv_bytes, self.kv_budget_source = kv_budget(opts.max_kv_memory, device)
-        self.engine = Engine(model, self.ctx, max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
-                             pad_token_id=pad, max_kv_bytes=self.max_kv_bytes, context_length=self.context_length)
-        if self.engine.kv_token_limit(0) < 2:
-            raise SwiftlikeError(f"--max_kv_memory {opts.max_kv_memory}: {human(self.max_kv_bytes)} cannot hold even "
-                                 f"one token of KV cache ({self.engine.kv_bytes_per_token} bytes per token)")
+        self.start_engine()
         self.pool = AdapterPool(self.load_adapter, self.resolve_source, opts.max_resident,
                                 on_drop=lambda a: self.engine.forget_adapter(a.uid),
                                 on_change=self.ctx.set_resident)
@@ -131,6 +112,37 @@ class Runtime:
             self.pool.register(name, source, path)
         if self.shared:  # what the admin API changed on any replica, on top of --adapters
             self.shared.attach(self)
+
+    # -- the model and the engine (vllm_engine.VllmRuntime runs vLLM instead) -----------------------------------
+    def load_model(self) -> None:
+        """The tokenizer, the base model with its Linear layers wrapped for batched LoRA, the context length."""
+        from ..models.load import load_model_tokenizer
+
+        opts = self.opts
+        model, self.tokenizer = load_model_tokenizer(resolved=self.resolved, torch_dtype=opts.torch_dtype,
+                                                     trust_remote_code=opts.trust_remote_code)
+        model.eval()
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+        if kinds != {"full_attention"}:
+            raise SwiftlikeError(f"{self.resolved.spec.name}: attention layers {sorted(kinds)}; swiftlike serve "
+                                 f"batches full-attention models only")
+        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 4096)
+        self.ctx = LoraContext()
+        self.wrapped = wrap_linears(model, ctx=self.ctx)
+        self.model = model
+
+    def start_engine(self) -> None:
+        """The continuous-batching engine and its KV cache budget (started with the app)."""
+        opts, model = self.opts, self.model
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        device = next(model.parameters()).device
+        self.max_kv_bytes, self.kv_budget_source = kv_budget(opts.max_kv_memory, device)
+        self.engine = Engine(model, self.ctx, max_batch_size=opts.max_batch_size, max_queue=opts.max_queue,
+                             pad_token_id=pad, max_kv_bytes=self.max_kv_bytes, context_length=self.context_length)
+        if self.engine.kv_token_limit(0) < 2:
+            raise SwiftlikeError(f"--max_kv_memory {opts.max_kv_memory}: {human(self.max_kv_bytes)} cannot hold even "
+                                 f"one token of KV cache ({self.engine.kv_bytes_per_token} bytes per token)")
 
     # -- adapters -----------------------------------------------------------------------------------------------
     def resolve_source(self, source: str) -> Path:
