@@ -19,6 +19,22 @@ class AtomicCheckpoints:
         self.after_checkpoint_save = after_checkpoint_save
         self._staging = False
 
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        if getattr(self.args, "fsdp_plugin_args", None) and not self.is_fsdp_enabled:
+            from .fsdp import enable_on_cpu
+
+            enable_on_cpu(self)  # --fsdp on CPU processes (gloo), which accelerate leaves as plain DDP
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        if getattr(self, "is_fsdp_enabled", False) and hasattr(self.accelerator.unwrap_model(self.model),
+                                                                "peft_config"):
+            from .fsdp import save_gathered_adapter
+
+            save_gathered_adapter(self, output_dir or self.args.output_dir)  # whole tensors, rank 0 writes
+            return
+        super().save_model(output_dir, _internal_call)
+
     def _get_output_dir(self, trial):
         out = super()._get_output_dir(trial)
         return os.path.join(out, STAGING) if self._staging else out
@@ -33,6 +49,13 @@ class AtomicCheckpoints:
         name = f"checkpoint-{self.state.global_step}"
         staged = Path(run_dir) / STAGING / name
         final = Path(run_dir) / name
+        distributed = self.args.parallel_mode.value == "distributed" and _distributed_ready()
+        if distributed:
+            # every rank writes into the staged dir (its RNG state, its part of a sharded optimizer): all of them
+            # have finished before the main process completes and renames it
+            import torch
+
+            torch.distributed.barrier()
         if self.args.should_save:
             if self.after_checkpoint_save is not None:
                 self.after_checkpoint_save(staged, self)
@@ -44,7 +67,13 @@ class AtomicCheckpoints:
 
             rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-        import torch
+        if distributed:
+            import torch
 
-        if self.args.parallel_mode.value == "distributed" and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+def _distributed_ready() -> bool:
+    import torch
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
