@@ -100,13 +100,27 @@ def _assert_same_training(one: Path, two: Path) -> None:
     assert not (two / ".staging").exists() and sorted(p.name for p in two.glob("checkpoint-*")) == [ckpt]
 
 
-@pytest.mark.slow  # two torchrun processes start and import torch on a 2-core machine: ~35 s
-def test_fsdp_two_processes_match_one(tiny_model, one_process, tmp_path):
-    two = _two_processes(tiny_model, tmp_path / "fsdp", "--fsdp", "full_shard auto_wrap")
+# ms-swift's --fsdp file (its fsdp2 preset's settings): with SHARDED_STATE_DICT the HF Trainer writes no adapter
+# at all, only distributed-checkpoint shards; swiftlike still gathers and writes the whole one
+SWIFT_FSDP_FILE = {"_description": "ms-swift's format", "fsdp": "full_shard auto_wrap", "fsdp_config": {
+    "fsdp_version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+    "cpu_ram_efficient_loading": True, "state_dict_type": "SHARDED_STATE_DICT"}}
+
+
+@pytest.mark.slow  # two torchrun processes start and import torch on a 2-core machine: ~35-45 s
+@pytest.mark.parametrize("spelling", ["hf_words", "swift_file"])
+def test_fsdp_two_processes_match_one(tiny_model, one_process, tmp_path, spelling):
+    if spelling == "hf_words":
+        engine, resume_files = ["--fsdp", "full_shard auto_wrap"], ["optimizer.bin", "pytorch_model_fsdp.bin"]
+    else:
+        config = tmp_path / "fsdp2.json"
+        config.write_text(json.dumps(SWIFT_FSDP_FILE))
+        engine, resume_files = ["--fsdp", str(config)], ["optimizer_0", "pytorch_model_fsdp_0"]
+    two = _two_processes(tiny_model, tmp_path / "fsdp", *engine)
     _assert_same_training(one_process, two)
     ckpt = two / f"checkpoint-{STEPS}"
     # FSDP really sharded (not DDP in its name): the Trainer wrote FSDP's resume files, not a plain optimizer.pt
-    assert (ckpt / "pytorch_model_fsdp.bin").exists() and (ckpt / "optimizer.bin").exists()
+    assert all((ckpt / name).exists() for name in resume_files), sorted(p.name for p in ckpt.iterdir())
     assert not (ckpt / "optimizer.pt").exists()
     assert sorted(p.name for p in ckpt.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
     manifest = json.loads((ckpt / "swiftlike.json").read_text())
