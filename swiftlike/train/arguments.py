@@ -103,6 +103,11 @@ class TrainArguments(ModelArguments):
     resume_from_checkpoint: Optional[str] = arg(None, "A checkpoint dir, or 'last' for the newest in --output_dir.")
     deepspeed: Optional[str] = arg(None, "DeepSpeed config JSON, or zero2, zero3, zero2_offload, zero3_offload "
                                    "(ms-swift's default-zero2 etc. too); passed to the HF Trainer.")
+    fsdp: Optional[str] = arg(None, "PyTorch FSDP (the HF Trainer's words): e.g. \"full_shard auto_wrap\", "
+                              "\"shard_grad_op auto_wrap offload\"; or ms-swift's fsdp2 preset or its JSON file "
+                              "({\"fsdp\": ..., \"fsdp_config\": ...}). Not with --deepspeed.")
+    fsdp_config: Optional[str] = arg(None, "The HF Trainer's fsdp_config: a JSON file or inline JSON, e.g. "
+                                     "'{\"transformer_layer_cls_to_wrap\": [\"LlamaDecoderLayer\"]}'.")
     neftune_noise_alpha: Optional[float] = arg(None, "NEFTune embedding noise.")
     report_to: list = arg(["tensorboard"], "Trainer loggers (tensorboard, none, wandb...).")
     dataloader_num_workers: int = arg(0, "DataLoader workers.")

@@ -19,6 +19,22 @@ class AtomicCheckpoints:
         self.after_checkpoint_save = after_checkpoint_save
         self._staging = False
 
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        if getattr(self.args, "fsdp_plugin_args", None) and not self.is_fsdp_enabled:
+            from .fsdp import enable_on_cpu
+
+            enable_on_cpu(self)  # --fsdp on CPU processes (gloo), which accelerate leaves as plain DDP
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        if getattr(self, "is_fsdp_enabled", False) and hasattr(self.accelerator.unwrap_model(self.model),
+                                                                "peft_config"):
+            from .fsdp import save_gathered_adapter
+
+            save_gathered_adapter(self, output_dir or self.args.output_dir)  # whole tensors, rank 0 writes
+            return
+        super().save_model(output_dir, _internal_call)
+
     def _get_output_dir(self, trial):
         out = super()._get_output_dir(trial)
         return os.path.join(out, STAGING) if self._staging else out
@@ -50,7 +66,13 @@ class AtomicCheckpoints:
         self._barrier()  # no rank trains on (and may save again) before the checkpoint is in place
 
     def _barrier(self) -> None:
-        import torch
+        if self.args.parallel_mode.value == "distributed" and _distributed_ready():
+            import torch
 
-        if self.args.parallel_mode.value == "distributed" and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+def _distributed_ready() -> bool:
+    import torch
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

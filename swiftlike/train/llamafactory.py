@@ -25,7 +25,7 @@ SAME = {
     "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "num_train_epochs", "max_steps",
     "lr_scheduler_type", "warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "optim", "output_dir",
     "logging_steps", "save_steps", "save_total_limit", "save_strategy", "eval_strategy", "eval_steps", "seed",
-    "report_to", "resume_from_checkpoint", "deepspeed", "neftune_noise_alpha", "loraplus_lr_ratio",
+    "report_to", "resume_from_checkpoint", "deepspeed", "fsdp", "fsdp_config", "neftune_noise_alpha", "loraplus_lr_ratio",
     "loraplus_lr_embedding", "packing", "trust_remote_code",
     "cache_dir", "model_revision", "bf16", "fp16", "dataloader_num_workers", "logging_dir",
 }

@@ -131,7 +131,21 @@ class TrainingRecipe:
                                  "(swiftlike merge-lora)")
         from .deepspeed import resolve_deepspeed
 
-        self.ds_config = resolve_deepspeed(a.deepspeed)  # a bad file fails now, not after the model has loaded
+        from .fsdp import resolve_fsdp
+
+        # a bad file fails now, not after the model has loaded
+        self.fsdp, self.fsdp_config = resolve_fsdp(a.fsdp, a.fsdp_config, deepspeed=a.deepspeed)
+        if self.fsdp and "LOCAL_RANK" not in os.environ:
+            raise SwiftlikeError(f"--fsdp {a.fsdp}: FSDP shards the model over processes; launch them with "
+                                 f"NPROC_PER_NODE=N swiftlike sft ... or torchrun --nproc_per_node N -m swiftlike sft "
+                                 f"... (one GPU: torchrun --nproc_per_node 1)")
+        from .lora_options import mutates_base
+
+        if self.fsdp and mutates_base(a):
+            raise SwiftlikeError(f"--init_lora_weights {a.init_lora_weights} with --fsdp: its checkpoints convert the "
+                                 f"adapter on one process, which holds only a shard under FSDP; train it without "
+                                 f"--fsdp (DDP) or with --init_lora_weights true")
+        self.ds_config = resolve_deepspeed(a.deepspeed)
 
     def resolve(self) -> None:
         """Where the base weights are (downloaded if needed), the model type, resume point, devices."""
@@ -301,13 +315,20 @@ class TrainingRecipe:
 
             # read back at each save: the checkpoint's adapter is converted to apply to the original base
             self.initial_adapter = save_initial_adapter(model, self.out) if self.state.is_main_process else None
-        # the fused LoRA op and the oneDNN-packed weights are CPU paths: on a GPU, PEFT's layers and cuBLAS
-        # (under autocast, with flash/sdpa attention) are what is fast, so neither is installed there
+        # The fused LoRA op and the oneDNN-packed weights are CPU paths: on a GPU, PEFT's layers and cuBLAS (under
+        # autocast, with flash/sdpa attention) are what is fast, so neither is installed there.
+        # Neither under FSDP nor DeepSpeed: the engines own the parameters. FSDP2 swaps each layer's weights between
+        # sharded DTensors and gathered buffers it frees and refills around every forward/backward; ZeRO-3 leaves an
+        # empty placeholder that a hook on the owning module fills just before that module runs. The oneDNN-packed
+        # copies are cached per weight storage, so they would pack a shard or a placeholder, or go stale when a
+        # buffer is refilled; the fused LoRA Function reads `base_layer.weight` without calling `base_layer`, so
+        # ZeRO-3's hook never gathers it. PEFT's own forward calls every module the engines hook.
+        plain_cpu = self.on_cpu and not (self.fsdp or self.ds_config)
         self.cpu_fast_paths = []
-        if self.on_cpu and a.fused_lora and getattr(model, "peft_config", None) \
+        if plain_cpu and a.fused_lora and getattr(model, "peft_config", None) \
                 and fuse_lora_layers(model, pack_weights=a.pack_cpu_weights):
             self.cpu_fast_paths.append("fused_lora")
-        if self.on_cpu and a.pack_cpu_weights and pack_output_head(model):
+        if plain_cpu and a.pack_cpu_weights and pack_output_head(model):
             self.cpu_fast_paths.append("packed_output_head")  # used only while the head is frozen and fp32
         self.model = model
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -411,7 +432,8 @@ class TrainingRecipe:
             report_to=[r for r in a.report_to if r not in ("tensorboard", "none")] or "none",
             use_cpu=self.on_cpu, remove_unused_columns=False, prediction_loss_only=True,
             include_num_input_tokens_seen=True, dataloader_num_workers=a.dataloader_num_workers,
-            deepspeed=self.ds_config, neftune_noise_alpha=a.neftune_noise_alpha, ddp_find_unused_parameters=False,
+            deepspeed=self.ds_config, fsdp=self.fsdp, fsdp_config=self.fsdp_config,
+            neftune_noise_alpha=a.neftune_noise_alpha, ddp_find_unused_parameters=False,
             save_only_model=False, disable_tqdm=not self.state.is_main_process,
             # stated, never left to the config class: TRL's configs default to True, which silently recomputed
             # every forward of the preference stages (~2x slower) although --gradient_checkpointing is off
