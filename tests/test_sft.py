@@ -291,27 +291,6 @@ def test_resume_after_kill_matches_uninterrupted(tiny_model, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "NPROC_PER_NODE"])
-def test_ddp_two_processes_gloo(tiny_model, tmp_path, launcher):
-    out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if launcher == "torchrun":
-        prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-                  "-m", "swiftlike"]
-    else:  # ms-swift style: the command re-launches itself under torchrun
-        prefix = [sys.executable, "-m", "swiftlike"]
-        env.update(NPROC_PER_NODE="2", MASTER_PORT="29534")
-    cmd = [*prefix, "sft", "--model", str(tiny_model), "--template", "smollm2", "--dataset", str(DATA),
-           "--max_steps", "2", "--per_device_train_batch_size", "2", "--report_to", "none",
-           "--add_output_dir_suffix", "False", "--output_dir", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["global_step"] == 2
-    # 8 rows, 2 ranks x batch 2: one step covers 4 rows, so an epoch is 2 steps
-    assert state["epoch"] == pytest.approx(1.0)
-
-
 def test_deepspeed_configs_by_name_or_file(tmp_path, tiny_model):
     """ms-swift's --deepspeed names (default-zero2, zero3_offload...) give ZeRO configs for the Trainer; files are
     checked before anything loads; without the deepspeed package the command stops with one line saying so."""
