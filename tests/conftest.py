@@ -14,10 +14,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The longest tests start first: with two xdist workers, one of them runs the quick-start (minutes) from the beginning
-# while the other works through the rest, instead of the quick-start starting last and running alone.
-LONGEST_FIRST = ("tests/test_e2e_embedded.py::test_quick_start", "tests/test_e2e_rlhf.py",
-                 "tests/test_webui_browser.py::test_train_form")
+# The longest files start first: with two xdist workers (one file per worker at a time, in order: some files' tests
+# build on each other's results), one worker runs the quick-start (minutes) from the beginning while the other works
+# through the rest, instead of the quick-start starting last and running alone.
+LONGEST_FIRST = ("tests/test_e2e_embedded.py", "tests/test_e2e_rlhf.py", "tests/test_webui_browser.py")
 
 
 def pytest_collection_modifyitems(config, items):
