@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,8 +58,14 @@ def install_packs(names, target: Path) -> dict:
     """pip-install the packs these methods need into `target`; the environment of our runs with it on PYTHONPATH."""
     packs = sorted({PACKS[n] for n in names if n in PACKS})
     if packs:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-                        *(str(ROOT / "packs" / p) for p in packs)], check=True)
+        # built from copies: pip builds a local folder in place, and the build/ and *.egg-info it would leave in
+        # packs/ put a second copy of the pack's entry point on the path of tests that load the pack from source
+        sources = target.parent / "pack-sources"
+        for p in packs:
+            shutil.copytree(ROOT / "packs" / p, sources / p, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--upgrade", "--target",
+                        str(target), *(str(sources / p) for p in packs)], check=True)
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
 
 
