@@ -13,13 +13,19 @@ swiftlike's packs (galore, badam, llama-pro) are pip-installed into WORK/packs a
 only, so the benchmark leaves the environment as it found it.
 
     SWIFTLIKE_HOME=/tmp/slhome python bench/tuners.py [--only lora,dora,...] [--max_steps 30] [--repeat 2]
-                                                      [--venvs /work/venvs] [--work DIR]
+                                                      [--seed 42] [--same_order] [--venvs /work/venvs] [--work DIR]
+
+Data order: swiftlike shuffles the rows with the seed when it loads them (swiftlike.data.loading.load_dataset), then
+the Trainer's sampler permutes them; LLaMA-Factory only the latter (the same permutation). So in 30 updates each tool
+sees a different 120 of the 400 rows, and a single run's held-out loss carries that. --same_order gives
+LLaMA-Factory the rows in swiftlike's load order, so both train on the same batches (a control, not a user's run).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -99,7 +105,11 @@ def main():
     ap.add_argument("--work", default=None)
     ap.add_argument("--train", default=str(SHARED / "train.jsonl"))
     ap.add_argument("--heldout", default=str(SHARED / "heldout.jsonl"))
+    ap.add_argument("--seed", type=int, default=CFG["seed"], help="both tools' seed (default 42)")
+    ap.add_argument("--same_order", action="store_true",
+                    help="give LLaMA-Factory the rows in the order swiftlike loads them (the same batches)")
     args = ap.parse_args()
+    CFG["seed"] = args.seed  # read by both command builders
     names = args.only.split(",")
     lf = Path(args.llamafactory or Path(args.venvs) / "llamafactory" / "bin" / "llamafactory-cli")
     from swiftlike.models import resolve_model
@@ -109,6 +119,12 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     env = install_packs(names, work / "packs")
     rows = [json.loads(line) for line in Path(args.heldout).read_text().splitlines() if line.strip()]
+    lf_train = args.train
+    if args.same_order:
+        lines = [line for line in Path(args.train).read_text().splitlines() if line.strip()]
+        random.Random(args.seed).shuffle(lines)  # as load_dataset orders the rows it read
+        lf_train = work / "train-swiftlike-order.jsonl"
+        lf_train.write_text("\n".join(lines) + "\n")
     steps = ["--max_steps", str(args.max_steps)]
     table = {}
     for name in names:
@@ -117,7 +133,7 @@ def main():
                                                                        name=f"{n}-swiftlike", env=env))]
         if theirs is not None and lf.exists():
             tools.append(("LLaMA-Factory", lambda w, t=theirs, n=name: llamafactory(
-                str(lf), model_dir, args.train, w, {"max_steps": args.max_steps, **t}, name=f"{n}-llamafactory")))
+                str(lf), model_dir, str(lf_train), w, {"max_steps": args.max_steps, **t}, name=f"{n}-llamafactory")))
         results = run_rounds(tools, args.repeat, work / name, round_dirs=True)
         for tool, r in results.items():
             suffix = "swiftlike" if tool == "swiftlike" else "llamafactory"
@@ -129,7 +145,8 @@ def main():
                                       for t, r in results.items()), file=sys.stderr, flush=True)
     base = heldout_loss(model_dir, None, rows)
     fmt = lambda v, spec: "-" if v is None else format(v, spec)
-    print(f"work dir: {work}\nconfig: {CFG}, max_steps {args.max_steps}, {args.repeat} round(s), medians\n"
+    order = ", LLaMA-Factory given swiftlike's row order" if args.same_order else ""
+    print(f"work dir: {work}\nconfig: {CFG}, max_steps {args.max_steps}, {args.repeat} round(s), medians{order}\n"
           f"held-out loss of the untrained base: {base:.4f}\n")
     print(f"{'method':10} {'tool':14} {'rc':>3} {'trainable':>12} {'wall s':>7} {'RSS MiB':>8} {'train loss':>10} "
           f"{'held-out':>9}   ours/LF: wall  RSS  held-out")

@@ -6,8 +6,9 @@ defaults apply — eps 1e-6 instead of the Trainer's adam_epsilon 1e-8, and no w
 damps every per-element Adam step whose gradient is not well above 1e-6: on the benchmark job the first update moved
 the projected matrices by 0.19 and the other weights by 0.03 (L2), against 0.27 and 0.11 with eps 1e-8, and the run
 ended 4 % above LLaMA-Factory's held-out loss (BENCHMARKS.md, GaLore).
-Here, as in the Trainer's AdamW and as LLaMA-Factory builds its GaLore: betas (0.9, 0.999), eps 1e-8, weight decay
-on the projected matrices and on the other weights, none on biases and norms."""
+Here the Trainer's AdamW settings: betas (0.9, 0.999), eps 1e-8, weight decay on the projected matrices and on the
+other weights, none on biases and norms (LLaMA-Factory builds its GaLore with the same betas and eps; it also decays
+RMSNorm weights)."""
 from __future__ import annotations
 
 import importlib.util
