@@ -22,7 +22,7 @@ def test_quick_start_learns_identity(home, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "swiftlike", "sft", "--model_type", "smollm2-135m-instruct",
                            "--dataset", "self-cognition#200", "--model_name", "Nova", "--model_author", "Orbit Labs",
                            "--learning_rate", "5e-4", "--output_dir", str(tmp_path / "output"), "--report_to", "none"],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # built once from the PyPI GGUF into SWIFTLIKE_HOME, as safetensors
     assert (home / "models" / "smollm2-135m-instruct" / "model.safetensors").exists()
