@@ -434,25 +434,12 @@ def _write_info(vdir: Path, info: dict) -> None:
 
 
 # ---------------------------------------------------------------- atomic updates and crash recovery
-@contextlib.contextmanager
 def _store_lock(root: Path):
-    """The store-wide lock around renames (short: never held while copying). flock is released by the kernel when
-    its holder dies, so a kill -9 never leaves it held."""
-    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SwiftlikeError(f"{root / LOCK}: another swiftlike process has held the adapter store for "
-                                         f"{LOCK_WAIT_S:.0f} s; try again") from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)
+    """The store-wide lock around renames (short: never held while copying); a kill -9 never leaves it held."""
+    from ..paths import file_lock
+
+    return file_lock(root / LOCK, 0o644, f"{root / LOCK}: another swiftlike process has held the adapter store for "
+                                         f"{LOCK_WAIT_S:.0f} s; try again", LOCK_WAIT_S)
 
 
 @contextlib.contextmanager

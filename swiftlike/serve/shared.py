@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import stat
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +34,7 @@ from typing import Optional
 
 from ..registry import SwiftlikeError
 
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): concurrent writers on several replicas may then lose a change
-    fcntl = None
-
+# the lock is paths.file_lock: without flock (Windows) concurrent writers on several replicas may lose a change
 log = logging.getLogger("swiftlike.serve")
 FILE, LOCK = "adapters.json", "adapters.lock"
 FORMAT = "swiftlike.serve-state/1"
@@ -198,23 +193,11 @@ class SharedState:
                     os.close(dfd)
         return state, entry
 
-    @contextlib.contextmanager
     def _lock(self):
-        fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise SwiftlikeError(f"{self.where}: another replica has held {LOCK} for "
-                                             f"{LOCK_WAIT_S:.0f} s; try again") from None
-                    time.sleep(0.01)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+        from ..paths import file_lock
+
+        return file_lock(self.dir / LOCK, 0o600, f"{self.where}: another replica has held {LOCK} for "
+                                                 f"{LOCK_WAIT_S:.0f} s; try again", LOCK_WAIT_S)
 
 
 def _signature(st) -> tuple:
