@@ -14,19 +14,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The longest files start first: with two xdist workers (one file per worker at a time, in order: some files' tests
-# build on each other's results), one worker runs the quick-start (minutes) from the beginning while the other works
-# through the rest, instead of the quick-start starting last and running alone.
-LONGEST_FIRST = ("tests/test_e2e_embedded.py", "tests/test_e2e_rlhf.py", "tests/test_webui_browser.py")
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
-
-    items.sort(key=rank)  # stable: the rest keep their order
-
-
 @pytest.fixture
 def plugins():
     """Register plugins in-process: `plugins.add(obj, name)`; the registry is rebuilt and cleaned up after."""
