@@ -14,6 +14,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 @pytest.fixture
 def plugins():
     """Register plugins in-process: `plugins.add(obj, name)`; the registry is rebuilt and cleaned up after."""
