@@ -151,8 +151,11 @@ def build(settings, L):
         except (SwiftlikeError, ValueError, TypeError) as err:
             return f"# {error_line(err)}"
 
+    # one queue for every field's update, in order: separate listeners would run concurrently and an older form's
+    # command could land after a newer one's (a stage change overwriting the rlhf type picked right after it)
     for comp in form + [extra]:
-        comp.change(show_command, form + [extra], command, show_progress="hidden")
+        comp.change(show_command, form + [extra], command, show_progress="hidden", concurrency_id="train-command",
+                    concurrency_limit=1, trigger_mode="always_last")
 
     def on_stage(value):
         return gr.update(visible=value == "rlhf")
