@@ -152,6 +152,48 @@ def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, 
         engine.stop()
 
 
+def test_prompts_arriving_together_are_prefilled_together_and_each_answer_equals_infer(served, adapters, tiny_model):
+    """Requests queued before a step are prefilled in one forward (right-padded, each prompt's logits at its own
+    last position), mixing adapters and prompt lengths: every answer equals `swiftlike infer` alone."""
+    from swiftlike.infer import _clean
+    from swiftlike.infer.engine import Engine, Request
+    from swiftlike.templates import get_template
+    from transformers import AutoTokenizer
+
+    model, ctx, _, loaded = served
+    ctx.set_resident(loaded.values())
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    jobs = [("a0", "Hi", 10), ("a1", "Tell me a long story about a cat and a dog", 8), (None, "Who are you?", 12),
+            ("a2", "What is two plus two, exactly, in words?", 9), ("a0", "A much longer question " * 4, 7),
+            ("a1", "Short", 11), (None, "Hello there, how are you today?", 6), ("a2", "Why?", 10)]
+    engine = Engine(model, ctx, max_batch_size=8, pad_token_id=tok.pad_token_id)
+    try:
+        pending = []
+        for name, text, n in jobs:  # all queued before the engine starts: admitted in one step
+            tpl = get_template("chatml" if name == "a2" else "smollm2", tok,
+                               system="You are Nova." if name == "a2" else None)
+            ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
+                      add_special_tokens=False).input_ids
+            q = queue.Queue()
+            req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
+                          stop_ids=frozenset(tpl.stop_token_ids))
+            engine.submit(req)
+            pending.append((name, text, n, tpl, req, q))
+        assert len({len(p[4].prompt_ids) for p in pending}) > 4, "the prompts should differ in length"
+        engine.start()
+        for name, text, n, tpl, req, q in pending:
+            while (finish := q.get(timeout=30)) is None:
+                pass
+            assert finish in ("stop", "length")
+            want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n,
+                             base_dir=tiny_model)
+            assert _clean(tok.decode(req.output, skip_special_tokens=True), tpl) == want, (name, text)
+        assert engine.stats["group_prefills"] >= 1 and engine.stats["prefills"] == len(jobs)
+    finally:
+        engine.stop()
+        ctx.set_resident(())
+
+
 def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, adapters, tiny_model, monkeypatch):
     """Prompts prefilled in pieces, requests admitted only while the KV budget holds the batch (the others wait), the
     storage resized as rows come and go: every answer still equals `swiftlike infer`, and the cache never passes

@@ -22,7 +22,7 @@ class EvalArguments(SamplingArguments):
     output_dir: Optional[str] = arg(None, "Where eval_result/<time>/ goes (default: the checkpoint's dir for one "
                                     "local checkpoint, else the working directory).")
     eval_base: bool = arg(True, "Also evaluate the bare base model beside the adapters.")
-    max_batch_size: int = arg(32, "Most rows generated together (one forward pass per decode step).")
+    max_batch_size: int = arg(64, "Most rows generated together (one forward pass per decode step).")
     seed: int = arg(42, "Sampling seed (row i samples with seed + i).")
     record: bool = arg(True, "Record the metrics in the adapter checkpoint's swiftlike.json and model card.")
     eval_backend: str = arg("native", "native (generate and score --val_dataset) or lm_eval (EleutherAI's "

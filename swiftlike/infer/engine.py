@@ -1,8 +1,11 @@
 """Continuous batching (what `swiftlike serve` and `swiftlike eval` generate with): one thread admits requests
 between decode steps and runs every running request, whatever its adapter, in one forward pass per step.
 
-A new request is prefilled alone (exactly what `generate` computes for it; long prompts in chunks), its KV copied
-into a free slot of the running batch, and from then on it decodes together with the others. Finished and cancelled
+New requests are prefilled together: prompts admitted in the same step go through one forward, right-padded (causal
+attention never lets a real token see the padding after it, so every prompt token is computed as if alone), the
+next-token logits read at each prompt's own last position. A prompt admitted alone, or longer than a prefill chunk,
+is prefilled alone (exactly what `generate` computes for it; long prompts in chunks). Each prompt's KV is copied into
+a free slot of the running batch, and from then on it decodes together with the others. Finished and cancelled
 requests leave between steps; their slots are reused.
 
 Memory: a request is admitted only when the KV cache the batch could then need (every row as long as the longest
@@ -65,8 +68,17 @@ class Request:
             self.generator.manual_seed(self.seed if self.seed is not None else int.from_bytes(os.urandom(8), "little"))
 
 
+class _Held:
+    """One request's keys and values of one layer, cut from a group prefill (SlotCache.insert empties it)."""
+    __slots__ = ("keys", "values")
+
+    def __init__(self, keys, values):
+        self.keys, self.values = keys, values
+
+
 class Engine:
     PREFILL_CHUNK = 512  # prompts longer than this are prefilled in pieces: activations stay small
+    GROUP_PREFILL_TOKENS = 2048  # padded tokens of prompts prefilled in one forward
 
     def __init__(self, model, ctx: LoraContext, *, max_batch_size: int = 32, max_queue: int = 256,
                  max_prefill_tokens: int = 8192, pad_token_id: int = 0, max_kv_bytes: Optional[int] = None,
@@ -85,13 +97,14 @@ class Engine:
         # only the last position's logits are needed (what generate asks for, where the model supports it)
         params = inspect.signature(model.forward).parameters
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self._group_prefill = bool(self._last_only)  # needs logits_to_keep: each row's own last position
         self._cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers renamed it in 5.x
         self.kv_bytes_per_token = self._measure_kv()
         self.cache = self._new_cache()
         self.slots: list[Optional[Request]] = [None] * max_batch_size
         self.waiting: collections.deque = collections.deque()
         self.cond = threading.Condition()
-        self.stats = collections.Counter()  # decode_steps, decode_rows, prefills, prompt_tokens, generated_tokens
+        self.stats = collections.Counter()  # decode_steps, decode_rows, prefills, group_prefills, prompt/generated tokens
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
 
@@ -172,8 +185,7 @@ class Engine:
                     self.ctx.purge()
                     if admitted:
                         self.cache.fit()  # shed what finished requests left, before the prefills add theirs
-                    for slot, req in admitted:
-                        self._prefill(slot, req)
+                    self._prefill_all(admitted)
                     self._drop_cancelled()
                     if self.running:
                         self._decode()
@@ -240,6 +252,91 @@ class Engine:
         plan = max(plan, rows)
         have = self.cache.alloc_rows
         return have if plan < have <= 2 * plan and fits(have) else plan
+
+    def _prefill_all(self, admitted: list) -> None:
+        """Prefill the requests admitted this step: short prompts of similar length in groups (one forward each,
+        its padded size within the prefill and KV budgets), the rest alone."""
+        live = []
+        for slot, req in admitted:
+            if req.cancelled:
+                self._finish(req, "cancelled")
+            else:
+                live.append((slot, req))
+        if not self._group_prefill or len(live) < 2:
+            for slot, req in live:
+                self._prefill(slot, req)
+            return
+        limit = min(self.max_prefill_tokens, self.GROUP_PREFILL_TOKENS)
+        if self.max_kv_bytes is not None:  # the group's KV exists twice for a moment: its own and the batch's copy
+            rows = max((i + 1 for i, r in enumerate(self.slots) if r is not None), default=0)
+            rows = max([rows] + [slot + 1 for slot, _ in live])
+            columns = max(r.total for r in [*(r for r in self.slots if r is not None), *(r for _, r in live)])
+            spare = (self.max_kv_bytes - self.kv_bytes(rows, columns)) // self.kv_bytes_per_token
+            limit = min(limit, spare)
+        live.sort(key=lambda item: len(item[1].prompt_ids))
+        group: list = []
+        for item in live:
+            n = len(item[1].prompt_ids)
+            if group and (len(group) + 1) * n > limit:  # sorted by length: n is the group's padded width
+                self._prefill_group(group)
+                group = []
+            if n > self.PREFILL_CHUNK or n > limit:
+                self._prefill(*item)
+            else:
+                group.append(item)
+        if group:
+            self._prefill_group(group)
+
+    def _prefill_group(self, group: list) -> None:
+        if len(group) == 1:
+            self._prefill(*group[0])
+            return
+        lengths = [len(req.prompt_ids) for _, req in group]
+        width = max(lengths)
+        ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
+        for k, (_, req) in enumerate(group):
+            ids[k, :lengths[k]] = torch.tensor(req.prompt_ids, dtype=torch.long)
+        last = torch.tensor([[n - 1] for n in lengths], device=self.device)
+        kv = PrefillCache(self.num_layers, width)
+        started = time.perf_counter()
+        try:
+            with self.ctx.use(LoraBatch.of([req.adapter for _, req in group], self.ctx.bank)):
+                # no attention mask: right padding under the causal mask leaves every real token exact
+                out = self.model(input_ids=ids.to(self.device), use_cache=True, **{self._cache_arg: kv},
+                                 logits_to_keep=last)
+            logits = out.logits
+            del out
+        except Exception as err:  # prefill them one by one: a bad request fails alone
+            log.debug("group prefill failed (%s: %s); prefilling alone", type(err).__name__, err)
+            logits = None
+        if logits is None or tuple(logits.shape[:2]) != (len(group), 1):
+            if logits is not None:  # a model that slices logits_to_keep its own way: always prefill alone
+                self._group_prefill = False
+            for slot, req in group:
+                self._prefill(slot, req)
+            return
+        self.stats["group_prefills"] += 1
+        tokens = next_tokens(logits[:, -1, :].float(), [req for _, req in group])
+        self._peak(self.cache.nbytes + len(group) * width * self.kv_bytes_per_token)
+        for k, ((slot, req), token) in enumerate(zip(group, tokens)):
+            req.admitted_at = started
+            if isinstance(token, Exception):
+                log.warning("prefill failed: %s: %s", type(token).__name__, token)
+                self._finish(req, "error", token)
+                continue
+            self.stats["prefills"] += 1
+            self.stats["prompt_tokens"] += lengths[k]
+            if self._emit(req, token):
+                continue
+            try:
+                self.cache.insert(slot, [_Held(la.keys[k:k + 1, :, :lengths[k]], la.values[k:k + 1, :, :lengths[k]])
+                                         for la in kv.layers])
+            except Exception as err:  # e.g. out of memory growing the cache
+                log.exception("could not add a request to the batch")
+                self._finish(req, "error", err)
+                continue
+            self.slots[slot] = req
+            self._peak(self.cache.nbytes)
 
     def _prefill(self, slot: int, req: Request) -> None:
         if req.cancelled:
@@ -313,7 +410,7 @@ class Engine:
             self._reset(err)
             return
         # one row's sampling failing (non-finite logits from its adapter...) fails that row only
-        tokens = next_tokens(logits[active], [reqs[i] for i in active])
+        tokens = next_tokens(logits if len(active) == rows else logits[active], [reqs[i] for i in active])
         self.stats["decode_steps"] += 1
         self.stats["decode_rows"] += len(active)
         for i, token in zip(active, tokens):

@@ -59,10 +59,13 @@ def _sample(row: torch.Tensor, req) -> int:
 
 def next_tokens(logits: torch.Tensor, reqs: list) -> list:
     """logits [n, vocab] (float32), one request per row -> per row a token id, or the exception that row raised."""
-    finite = ~torch.isnan(logits).any(-1) & torch.isfinite(logits.max(-1).values)
+    # one pass over the vocabulary: max propagates NaN, so a finite row maximum means a row free of NaN and +inf;
+    # its index is the first maximal one, argmax's (what HF generate does for greedy search)
+    top, first = logits.max(-1)
+    finite = torch.isfinite(top)
     plain = all(_greedy(r) and not (r.presence_penalty or r.frequency_penalty or _repetition(r)) for r in reqs)
     if plain and bool(finite.all()):
-        return logits.argmax(-1).tolist()  # what HF generate does for greedy search
+        return first.tolist()
     out = []
     for row, ok, req in zip(logits, finite.tolist(), reqs):
         try:
