@@ -49,6 +49,36 @@ def reference(adapter_dir, messages, max_new_tokens, base_dir=None):
     return generate(loaded.model, loaded.template, messages, max_new_tokens=max_new_tokens)
 
 
+def submit_jobs(engine, tok, loaded, jobs):
+    """Queue (adapter name or None, question, max_tokens) jobs as engine requests, each in its adapter's template."""
+    from swiftlike.infer.engine import Request
+    from swiftlike.templates import get_template
+
+    pending = []
+    for name, text, n in jobs:
+        tpl = get_template("chatml" if name == "a2" else "smollm2", tok,
+                           system="You are Nova." if name == "a2" else None)
+        ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
+                  add_special_tokens=False).input_ids
+        q = queue.Queue()
+        req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
+                      stop_ids=frozenset(tpl.stop_token_ids))
+        engine.submit(req)
+        pending.append((name, text, n, tpl, req, q))
+    return pending
+
+
+def assert_answers_equal_infer(pending, tok, adapters, tiny_model):
+    from swiftlike.infer import _clean
+
+    for name, text, n, tpl, req, q in pending:
+        while (finish := q.get(timeout=30)) is None:
+            pass
+        assert finish in ("stop", "length")
+        want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n, base_dir=tiny_model)
+        assert _clean(tok.decode(req.output, skip_special_tokens=True), tpl) == want, (name, text)
+
+
 @pytest.fixture(scope="module")
 def adapters(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-adapters")
@@ -114,10 +144,8 @@ def test_batched_lora_matches_peft_per_adapter(served, adapters, tiny_model):
 def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, tiny_model, monkeypatch):
     """Six requests through two slots: arrivals mid-decode, a longer prompt shifting the cache, slot reuse and
     column compaction; every answer equals `swiftlike infer` with the same adapter."""
-    from swiftlike.infer import _clean
-    from swiftlike.infer.engine import Engine, Request
+    from swiftlike.infer.engine import Engine
     from swiftlike.infer.kvcache import SlotCache
-    from swiftlike.templates import get_template
     from transformers import AutoTokenizer
 
     monkeypatch.setattr(SlotCache, "GROW", 4)  # exercise growth and compaction on short sequences
@@ -128,25 +156,7 @@ def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, 
             ("a1", "Short", 40)]
     engine = Engine(model, ctx, max_batch_size=2, pad_token_id=tok.pad_token_id).start()
     try:
-        pending = []
-        for name, text, n in jobs:
-            tpl = get_template("chatml" if name == "a2" else "smollm2", tok,
-                               system="You are Nova." if name == "a2" else None)
-            ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
-                      add_special_tokens=False).input_ids
-            q = queue.Queue()
-            req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
-                          stop_ids=frozenset(tpl.stop_token_ids))
-            engine.submit(req)
-            pending.append((name, text, n, tpl, req, q))
-        for name, text, n, tpl, req, q in pending:
-            while (finish := q.get(timeout=30)) is None:
-                pass
-            assert finish in ("stop", "length")
-            got = _clean(tok.decode(req.output, skip_special_tokens=True), tpl)
-            want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n,
-                             base_dir=tiny_model)
-            assert got == want, (name, text)
+        assert_answers_equal_infer(submit_jobs(engine, tok, loaded, jobs), tok, adapters, tiny_model)
         assert engine.stats["decode_rows"] > engine.stats["decode_steps"], "requests never shared a decode step"
     finally:
         engine.stop()
@@ -155,9 +165,7 @@ def test_engine_greedy_equals_infer_under_continuous_batching(served, adapters, 
 def test_prompts_arriving_together_are_prefilled_together_and_each_answer_equals_infer(served, adapters, tiny_model):
     """Requests queued before a step are prefilled in one forward (right-padded, each prompt's logits at its own
     last position), mixing adapters and prompt lengths: every answer equals `swiftlike infer` alone."""
-    from swiftlike.infer import _clean
-    from swiftlike.infer.engine import Engine, Request
-    from swiftlike.templates import get_template
+    from swiftlike.infer.engine import Engine
     from transformers import AutoTokenizer
 
     model, ctx, _, loaded = served
@@ -168,26 +176,10 @@ def test_prompts_arriving_together_are_prefilled_together_and_each_answer_equals
             ("a1", "Short", 11), (None, "Hello there, how are you today?", 6), ("a2", "Why?", 10)]
     engine = Engine(model, ctx, max_batch_size=8, pad_token_id=tok.pad_token_id)
     try:
-        pending = []
-        for name, text, n in jobs:  # all queued before the engine starts: admitted in one step
-            tpl = get_template("chatml" if name == "a2" else "smollm2", tok,
-                               system="You are Nova." if name == "a2" else None)
-            ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
-                      add_special_tokens=False).input_ids
-            q = queue.Queue()
-            req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
-                          stop_ids=frozenset(tpl.stop_token_ids))
-            engine.submit(req)
-            pending.append((name, text, n, tpl, req, q))
+        pending = submit_jobs(engine, tok, loaded, jobs)  # all queued before the engine starts: admitted in one step
         assert len({len(p[4].prompt_ids) for p in pending}) > 4, "the prompts should differ in length"
         engine.start()
-        for name, text, n, tpl, req, q in pending:
-            while (finish := q.get(timeout=30)) is None:
-                pass
-            assert finish in ("stop", "length")
-            want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n,
-                             base_dir=tiny_model)
-            assert _clean(tok.decode(req.output, skip_special_tokens=True), tpl) == want, (name, text)
+        assert_answers_equal_infer(pending, tok, adapters, tiny_model)
         assert engine.stats["group_prefills"] >= 1 and engine.stats["prefills"] == len(jobs)
     finally:
         engine.stop()
@@ -198,8 +190,7 @@ def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, ada
     """Prompts prefilled in pieces, requests admitted only while the KV budget holds the batch (the others wait), the
     storage resized as rows come and go: every answer still equals `swiftlike infer`, and the cache never passes
     the budget and is freed when the engine is idle."""
-    from swiftlike.infer import _clean
-    from swiftlike.infer.engine import Engine, Request
+    from swiftlike.infer.engine import Engine
     from swiftlike.infer.kvcache import SlotCache
     from swiftlike.templates import get_template
     from transformers import AutoTokenizer
@@ -214,24 +205,11 @@ def test_engine_within_a_kv_budget_with_chunked_prefill_equals_infer(served, ada
             ("a0", "A much longer question " * 5, 9), (None, "What is two plus two, exactly, in words?", 20)]
     try:
         engine.start()
-        pending = []
         for name, text, n in jobs:
-            tpl = get_template("smollm2", tok)
-            ids = tok(tpl.render([{"role": "user", "content": text}], add_generation_prompt=True),
-                      add_special_tokens=False).input_ids
-            q = queue.Queue()
-            req = Request(ids, n, lambda t, f, q=q: q.put(f), adapter=loaded[name] if name else None,
-                          stop_ids=frozenset(tpl.stop_token_ids))
+            ids = tok(get_template("smollm2", tok).render([{"role": "user", "content": text}],
+                                                          add_generation_prompt=True), add_special_tokens=False).input_ids
             assert engine.kv_bytes(1, len(ids) + n, len(ids)) <= budget
-            engine.submit(req)
-            pending.append((name, text, n, tpl, req, q))
-        for name, text, n, tpl, req, q in pending:
-            while (finish := q.get(timeout=30)) is None:
-                pass
-            assert finish in ("stop", "length")
-            want = reference(adapters[name] if name else None, [{"role": "user", "content": text}], n,
-                             base_dir=tiny_model)
-            assert _clean(tok.decode(req.output, skip_special_tokens=True), tpl) == want, (name, text)
+        assert_answers_equal_infer(submit_jobs(engine, tok, loaded, jobs), tok, adapters, tiny_model)
         assert 0 < engine.stats["kv_peak_bytes"] <= budget
         assert engine.stats["decode_rows"] > engine.stats["decode_steps"], "requests never shared a decode step"
         deadline = time.time() + 5

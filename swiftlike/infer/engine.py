@@ -324,19 +324,8 @@ class Engine:
                 log.warning("prefill failed: %s: %s", type(token).__name__, token)
                 self._finish(req, "error", token)
                 continue
-            self.stats["prefills"] += 1
-            self.stats["prompt_tokens"] += lengths[k]
-            if self._emit(req, token):
-                continue
-            try:
-                self.cache.insert(slot, [_Held(la.keys[k:k + 1, :, :lengths[k]], la.values[k:k + 1, :, :lengths[k]])
-                                         for la in kv.layers])
-            except Exception as err:  # e.g. out of memory growing the cache
-                log.exception("could not add a request to the batch")
-                self._finish(req, "error", err)
-                continue
-            self.slots[slot] = req
-            self._peak(self.cache.nbytes)
+            self._join(slot, req, token, [_Held(la.keys[k:k + 1, :, :lengths[k]], la.values[k:k + 1, :, :lengths[k]])
+                                          for la in kv.layers])
 
     def _prefill(self, slot: int, req: Request) -> None:
         if req.cancelled:
@@ -362,13 +351,18 @@ class Engine:
             log.warning("prefill failed: %s: %s", type(err).__name__, err)
             self._finish(req, "error", err)
             return
-        self.stats["prefills"] += 1
-        self.stats["prompt_tokens"] += n
         self._peak(self.cache.nbytes + n * self.kv_bytes_per_token)
+        self._join(slot, req, token, kv.layers)
+
+    def _join(self, slot: int, req: Request, token: int, layers: list) -> None:
+        """A prefilled request: counted, handed its first token and, unless that ended it, its KV (`layers`) copied
+        into the running batch."""
+        self.stats["prefills"] += 1
+        self.stats["prompt_tokens"] += layers[0].keys.shape[-2]
         if self._emit(req, token):
             return
         try:
-            self.cache.insert(slot, kv.layers)
+            self.cache.insert(slot, layers)
         except Exception as err:  # e.g. out of memory growing the cache
             log.exception("could not add a request to the batch")
             self._finish(req, "error", err)
