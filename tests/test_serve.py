@@ -67,22 +67,19 @@ def stream_lines(url, headers, body):
         conn.close()
 
 
-class Server:
-    """A running `swiftlike serve` (in-process runtime, uvicorn in a thread)."""
+class Uvicorn:
+    """An app served by uvicorn (swiftlike's settings) in a thread on a free 127.0.0.1 port, once it has started."""
 
-    def __init__(self, **opts):
+    def serve(self, app, opts):
         import uvicorn
 
-        from swiftlike.serve import ServeArguments, build
         from swiftlike.serve.http import uvicorn_config
 
-        self.opts = ServeArguments(**opts)
-        self.rt, app = build(self.opts)
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, self.opts, log_level="warning"))
+        self.server = uvicorn.Server(uvicorn_config(app, opts, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         deadline = time.time() + 30
@@ -93,6 +90,17 @@ class Server:
     def close(self):
         self.server.should_exit = True
         self.thread.join(15)
+
+
+class Server(Uvicorn):
+    """A running `swiftlike serve` (in-process runtime, uvicorn in a thread)."""
+
+    def __init__(self, **opts):
+        from swiftlike.serve import ServeArguments, build
+
+        self.opts = ServeArguments(**opts)
+        self.rt, app = build(self.opts)
+        self.serve(app, self.opts)
 
     def call(self, method, path, key=None, headers=None, **kw):
         """A request as API clients send it (a body is JSON unless `headers` say otherwise)."""

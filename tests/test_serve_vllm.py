@@ -18,7 +18,6 @@ import asyncio
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from swiftlike.registry import SwiftlikeError
+from test_serve import Uvicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -385,15 +385,12 @@ class StandInLLM:
         return [c for c in self.calls if c[0] == kind]
 
 
-class VllmServer:
+class VllmServer(Uvicorn):
     """`swiftlike serve --infer_backend vllm` in process (uvicorn in a thread) with the stand-in engine."""
 
     def __init__(self, vllm_max_model_len=None, **opts):
-        import uvicorn
-
         from swiftlike.serve import ServeArguments
         from swiftlike.serve.app import create_app
-        from swiftlike.serve.http import uvicorn_config
         from swiftlike.serve.vllm_engine import VllmRuntime
 
         self.opts = ServeArguments(infer_backend="vllm", **opts)
@@ -404,21 +401,7 @@ class VllmServer:
             return self.llm
 
         self.rt = VllmRuntime(self.opts, llm_factory=factory)
-        app = create_app(self.rt)
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn_config(app, self.opts, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(15)
+        self.serve(create_app(self.rt), self.opts)
 
     def call(self, method, path, key=None, **kw):
         from test_serve import request
