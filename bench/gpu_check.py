@@ -212,13 +212,9 @@ def swiftlike_train(model, data, out, job, *, quant: bool, extra=(), env=None, t
 
 
 def llamafactory_train(model, data, out, job, *, quant: bool, env, timeout=240, bf16=True):
-    ddir = out.parent / "lf-data"
-    ddir.mkdir(exist_ok=True)
-    shutil.copy(data, ddir / "train.jsonl")
-    (ddir / "dataset_info.json").write_text(json.dumps({"bench": {
-        "file_name": "train.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"}}}))
+    from sft_compare import llamafactory_dataset
+
+    ddir = llamafactory_dataset(data, out.parent / "lf-data")
     cfg = {"model_name_or_path": str(model), "stage": "sft", "do_train": True, "finetuning_type": "lora",
            "lora_rank": job["rank"], "lora_alpha": job["alpha"], "lora_dropout": 0.0, "lora_target": "all",
            "dataset": "bench", "dataset_dir": str(ddir), "template": "chatml", "cutoff_len": job["max_length"],

@@ -88,16 +88,21 @@ def run_msswift(swift, model_dir, data, work):
     return dict(wall=wall, rss=rss, rc=rc, adapter=ckpts[-1] if ckpts else None, train_loss=loss)
 
 
-def run_llamafactory(cli, model_dir, data, work, extra=None, name="llamafactory"):
-    """One LLaMA-Factory run; `extra` overrides the YAML's keys (the method's own switches)."""
-    out = work / name
-    ddir = work / "lf-data"
+def llamafactory_dataset(data, ddir: Path) -> Path:
+    """`ddir` as LLaMA-Factory's dataset_dir: the messages-format rows as dataset "bench" (sharegpt, OpenAI tags)."""
     ddir.mkdir(exist_ok=True)
     shutil.copy(data, ddir / "train.jsonl")
     (ddir / "dataset_info.json").write_text(json.dumps({"bench": {
         "file_name": "train.jsonl", "formatting": "sharegpt", "columns": {"messages": "messages"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
                  "system_tag": "system"}}}))
+    return ddir
+
+
+def run_llamafactory(cli, model_dir, data, work, extra=None, name="llamafactory"):
+    """One LLaMA-Factory run; `extra` overrides the YAML's keys (the method's own switches)."""
+    out = work / name
+    ddir = llamafactory_dataset(data, work / "lf-data")
     cfg = {
         "model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "lora",
         "lora_rank": CFG["rank"], "lora_alpha": CFG["alpha"], "lora_dropout": 0.0, "lora_target": "all",
