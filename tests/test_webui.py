@@ -274,6 +274,28 @@ def test_chat_loads_with_the_system_prompt_and_streams_within_max_new_tokens(tin
         chat.load(None, "", "")
 
 
+@pytest.mark.slow
+def test_a_reply_closed_early_stops_generating(tiny_model):
+    """Clear in Chat (or a client gone) closes the reply stream: the model stops generating then, rather than
+    running to max_new_tokens for nobody."""
+    from swiftlike.webui import chat
+
+    loaded = chat.load(None, str(tiny_model), None, None, "smollm2")
+    forwards = []
+    hook = loaded.model.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        stream = chat.stream_reply(loaded, [{"role": "user", "content": "Who are you?"}], max_new_tokens=3000,
+                                   repetition_penalty=1.5)
+        next(stream), next(stream)
+        stream.close()
+        after_close = len(forwards)
+        assert after_close < 200, after_close  # a piece every few tokens; 3000 forwards had the close been ignored
+        import threading
+        assert not [t for t in threading.enumerate() if t.daemon and t.is_alive() and "run" in t.name]
+    finally:
+        hook.remove()
+
+
 def test_the_webui_extra_is_gradio_6_and_its_absence_is_one_line():
     import tomllib
 

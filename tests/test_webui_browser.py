@@ -168,9 +168,9 @@ def test_preview_highlights_the_supervised_span_and_lists_bad_rows(page, workdir
     text = _wait_text(preview, lambda t: "Bad rows" in t, 120, "no bad rows listed")
     assert f"{bad}:2" in text
     # the good rows of this file still render, with the answer (and only the answer) highlighted
-    _wait_text(preview, lambda t: "Nova" in t, 60, "no rendered rows")
+    text = _wait_text(preview, lambda t: "Nova" in t, 60, "no rendered rows")
     marked = preview.locator("mark.swl-sup").all_inner_texts()
-    assert any("I am Nova, made by Orbit Labs." in m for m in marked), marked
+    assert any("I am Nova, made by Orbit Labs." in m for m in marked), (marked, text)
     assert not any("Who are you?" in m for m in marked), marked
     # Start anyway: the run refuses the data before any model loads, and its status lists the row as file:line
     page.locator("#train-start").click()
@@ -178,7 +178,10 @@ def test_preview_highlights_the_supervised_span_and_lists_bad_rows(page, workdir
                         "the run with a bad row did not end")
     assert "Status: failed" in status and "1 bad row(s)" in status and f"{bad}:2" in status, status
     assert not (workdir / "output").exists() or not list((workdir / "output").glob("*/v*-*"))  # no run dir left
-    # back to the good file only
+    _clear_datasets(page)  # back to the good file only
+
+
+def _clear_datasets(page):
     remove = page.locator("#train-datasets .token-remove, #train-datasets [aria-label^='Remove']")
     while remove.count():
         remove.first.click()
@@ -188,6 +191,7 @@ def test_preview_highlights_the_supervised_span_and_lists_bad_rows(page, workdir
 def _train_form(page, tiny_model, max_steps, save_steps=1):
     _fill(page, "train-model-dir", tiny_model)
     _pick(page, "train-template", "smollm2")
+    _clear_datasets(page)  # whatever an earlier test left there
     _pick(page, "train-datasets", str(DATA))
     for elem, value in (("train-max-steps", max_steps), ("train-batch", 2), ("train-lora-rank", 4),
                         ("train-lora-alpha", 8), ("train-max-length", 128), ("train-logging-steps", 1),
@@ -256,6 +260,8 @@ def test_chat_streams_a_reply_from_the_adapter(page):
     assert "Who are you?" in user
     page.locator("#chat-clear").click()
     page.locator('#chat-bot [data-testid="user"]').first.wait_for(state="detached", timeout=30_000)
+    page.wait_for_timeout(2000)  # a reply still streaming when Clear was clicked must not write the chat back
+    assert page.locator('#chat-bot [data-testid="user"]').count() == 0
     assert page.locator('#chat-bot [data-testid="bot"]').count() == 0
 
 

@@ -58,16 +58,19 @@ def fill(page, elem_id, value):
 
 
 def pick(page, elem_id, value):
-    """A dropdown's value (custom values allowed): type it, Enter."""
+    """A dropdown's value (custom values allowed): type it, Enter; typed again until the widget holds it."""
     box = page.locator(f"#{elem_id} input").first
-    for _ in range(3):  # a dropdown made visible a moment ago can drop the first Enter (seen in CI): type it again
+    tokens = page.locator(f"#{elem_id} .token")  # a multiselect shows its values as tokens and empties its box
+    for _ in range(5):  # a dropdown made visible (or updated) a moment ago can drop the Enter (seen in CI)
         box.click()
         box.fill(str(value))
         box.press("Enter")
         box.press("Tab")
         page.wait_for_timeout(200)
-        if box.input_value() in (str(value), ""):  # a multiselect empties its box once the value is a token
+        # a single-select that dropped the Enter reverts to its old value on blur: compare, never accept ""
+        if box.input_value() == str(value) or tokens.filter(has_text=str(value)).count():
             return
+    raise AssertionError(f"#{elem_id} did not take {value!r}; it shows {box.input_value()!r}")
 
 
 def tab(page, name):

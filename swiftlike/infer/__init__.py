@@ -134,19 +134,42 @@ def _stream(model, tokenizer, template, ids, kwargs):
     import threading
 
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    closed = threading.Event()
+
+    class _Closed(StoppingCriteria):
+        # the reader went away (a chat cleared, a client gone): stop generating instead of finishing for nobody
+        def __call__(self, input_ids, scores, **_):
+            return torch.full((input_ids.shape[0],), closed.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    failed = []
 
     def run():
-        with torch.no_grad():
-            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **kwargs)
+        try:
+            with torch.no_grad():
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                               stopping_criteria=StoppingCriteriaList([_Closed()]), **kwargs)
+        except BaseException as err:  # raised in the reader below: a dead thread would leave it waiting forever
+            failed.append(err)
+            streamer.end()
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    for piece in streamer:
-        yield piece
-    thread.join()
+    ended = False
+    try:
+        for piece in streamer:
+            yield piece
+        ended = True
+    finally:
+        if not ended:  # closed early: stop generate and read to its end-of-stream mark so nothing is left behind
+            closed.set()
+            for _ in streamer:
+                pass
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def _clean(text: str, template) -> str:

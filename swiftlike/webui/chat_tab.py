@@ -3,6 +3,7 @@ streamed from swiftlike.infer; Compare answers one prompt with two adapters (or 
 from __future__ import annotations
 
 import os
+import threading
 
 import gradio as gr
 
@@ -58,28 +59,42 @@ def build_chat(settings, L):
         clear = gr.Button(L("clear"), elem_id="chat-clear", scale=1)
     note = gr.Markdown(elem_id="chat-note")
 
-    def reply(text, history, bt, bd, tpl, ad, sys_prompt, *g):
+    stops: dict[str, threading.Event] = {}  # per browser session: Clear ends that session's reply
+
+    def reply(request: gr.Request, text, history, bt, bd, tpl, ad, sys_prompt, *g):
         history = list(history or [])
         if not (text or "").strip():
             yield history, "", gr.update()
             return
+        stop = stops[request.session_hash] = threading.Event()
         history.append({"role": "user", "content": text})
         history.append({"role": "assistant", "content": ""})
         yield history, "", L("loading")
         try:
             loaded = chat.load(bt, bd, ad, sys_prompt, tpl)
             messages = [{"role": m["role"], "content": _content(m)} for m in history[:-1]]
-            for partial in chat.stream_reply(loaded, messages, **_gen_kwargs(*g)):
+            stream = chat.stream_reply(loaded, messages, **_gen_kwargs(*g))
+            for partial in stream:
+                if stop.is_set():
+                    stream.close()  # generation stops too
+                    return
                 history[-1] = {"role": "assistant", "content": partial}
                 yield history, "", chat.describe(loaded)
         except Exception as err:
             history.pop()
             yield history, "", f'<span class="swl-error">{error_line(err)}</span>'
 
+    def stop_reply(request: gr.Request):
+        if request.session_hash in stops:
+            stops[request.session_hash].set()
+
     inputs = [msg, bot, base_type, base_dir, template, adapter, system, *gen]
-    send.click(reply, inputs, [bot, msg, note])
-    msg.submit(reply, inputs, [bot, msg, note])
-    clear.click(lambda: ([], ""), None, [bot, note])
+    # Clear during a reply: stop it at once (unqueued), then empty the chat in the reply's queue, i.e. after its last
+    # update; cleared in any other order, the still-streaming reply would write the conversation back
+    queued = dict(concurrency_id="chat-reply", concurrency_limit=1)
+    send.click(reply, inputs, [bot, msg, note], **queued)
+    msg.submit(reply, inputs, [bot, msg, note], **queued)
+    clear.click(stop_reply, None, None, queue=False).then(lambda: ([], ""), None, [bot, note], **queued)
     refresh.click(lambda: gr.update(choices=adapter_choices(settings)), None, adapter)
     return {"load": (lambda: gr.update(choices=adapter_choices(settings)), [], [adapter])}
 
