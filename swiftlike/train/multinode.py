@@ -30,6 +30,20 @@ def join_process_group(device: str | None):
     return PartialState(cpu=not torch.cuda.is_available() or device == "cpu")
 
 
+def leave_process_group(state) -> None:
+    """After a finished run: wait for every process, then close the group. A process that exits with gloo's threads
+    still running can abort on the way out ("terminate called without an active exception", exit -6: seen once on
+    rank 1 after its last step), which torchrun reports as a failed run. The state is reset, so a later run in the
+    same process joins afresh."""
+    if state is None:
+        return
+    from accelerate.state import AcceleratorState
+
+    state.wait_for_everyone()
+    state.destroy_process_group()
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def agree(phase, state) -> None:
     """Run one start-up phase (arguments, model files, data); in a distributed run a refusal on any process stops
     every process with that process's line. Without this the others would go on to their next collective and wait

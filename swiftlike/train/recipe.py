@@ -65,7 +65,7 @@ class TrainingRecipe:
     # ---------------------------------------------------------------------------------------------- the run
     def run(self) -> dict:
         """Train; returns {"run_dir", "last_checkpoint", "metrics"}."""
-        from .multinode import agree, join_process_group
+        from .multinode import agree, join_process_group, leave_process_group
 
         with paused_gc():
             # Under torchrun every process joins first and the phases that may refuse the input are agreed on, so a
@@ -81,10 +81,12 @@ class TrainingRecipe:
                 self.setup_model()
                 self.setup_trainer()
                 self.train()
-                return self.finish()
+                done = self.finish()
             except BaseException:
                 self.discard_output()
                 raise
+            leave_process_group(group)
+            return done
 
     # ---------------------------------------------------------------------------------------------- phases
     def check(self) -> None:
