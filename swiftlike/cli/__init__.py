@@ -85,6 +85,9 @@ def main(argv=None):
 
     # bitsandbytes warns on every CPU import that an optional kernels package is missing; it changes nothing here.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    # With `kernels` installed (transformers >= 5.25 requires it), that import asks the Hub for a CPU kernel and,
+    # offline, `kernels` warns that it skips its publisher check; the import goes on without the kernel.
+    logging.getLogger("kernels").setLevel(logging.ERROR)
     _add_plugin_commands()
     try:
         return cli.main(args=argv, prog_name="swiftlike")
