@@ -135,6 +135,28 @@ def test_sft_then_dpo_on_the_same_adapter(tiny_model, data, tmp_path):
     assert manifest["reference"].startswith("adapter ") and manifest["reference"].endswith("(frozen copy)")
 
 
+def test_sft_then_reward_model_on_the_same_adapter(tiny_model, data, tmp_path):
+    """The InstructGPT flow: the reward model starts from the sft adapter (a causal-LM adapter) under a new score
+    head. It failed inside PEFT ('no attribute prepare_inputs_for_generation') before the adapter was re-targeted."""
+    import swiftlike
+    from swiftlike.train.rlhf.reward_model import load_reward_model
+
+    sft = swiftlike.sft(model=str(tiny_model), template="smollm2", dataset=str(IDENTITY), output_dir=str(tmp_path / "s"),
+                        max_steps=2, per_device_train_batch_size=2, learning_rate=5e-3, report_to=["none"],
+                        lora_rank=4, lora_alpha=8)
+    start = load_file(sft["last_checkpoint"] / "adapter_model.safetensors")
+    # learning rate 0: the saved LoRA factors must be the sft adapter's exactly (loaded, not freshly initialised)
+    rm = swiftlike.rlhf(_args(tiny_model, tmp_path / "r", rlhf_type="rm", dataset=str(data / "pairs.jsonl"),
+                              adapters=[str(sft["last_checkpoint"])], learning_rate=0.0, lora_rank=16))
+    end = load_file(rm["last_checkpoint"] / "adapter_model.safetensors")
+    assert start.keys() < end.keys() and any("score" in k for k in end.keys() - start.keys())
+    assert all(torch.equal(end[k], start[k]) for k in start)
+    assert json.loads((rm["last_checkpoint"] / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    model, tok = load_reward_model(rm["last_checkpoint"])
+    with torch.no_grad():
+        assert model(**tok(["I am Nova."], return_tensors="pt")).logits.shape == (1, 1)
+
+
 def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_model):
     import swiftlike
     from swiftlike.train.rlhf.reward_model import load_reward_model

@@ -115,13 +115,29 @@ def prepare_freeze(model, args):
     return model
 
 
-def continue_lora(model, path, args):
+def continue_lora(model, path, args, *, task_type=None):
     """The LoRA adapter at `path` loaded onto `model` for further training (sft -> dpo on the same adapter); its own
-    config (rank, targets) wins over --lora_rank etc."""
-    from peft import PeftModel, prepare_model_for_kbit_training
+    config (rank, targets) wins over --lora_rank etc. `task_type` re-targets it onto another head (sft -> rm: a
+    causal-LM adapter continued under a score head, which PEFT then trains and saves with it)."""
+    from peft import PeftConfig, PeftModel, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.gradient_checkpointing))
     elif args.gradient_checkpointing:
         model.enable_input_require_grads()
-    return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    config = PeftConfig.from_pretrained(str(path))
+    if task_type is None or config.task_type == task_type:
+        return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+    from peft import get_peft_model, set_peft_model_state_dict
+    from peft.utils import ModulesToSaveWrapper, load_peft_weights
+
+    config.task_type, config.inference_mode = task_type, False
+    model = get_peft_model(model, config)
+    weights = load_peft_weights(str(path), device="cpu")
+    # the new head's modules (score) are not in the old adapter: they keep their fresh initialisation
+    for name, module in model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            for key, value in module.original_module.state_dict().items():
+                weights.setdefault(f"{name}.{key}", value)
+    set_peft_model_state_dict(model, weights)
+    return model

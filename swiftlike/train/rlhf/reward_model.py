@@ -33,9 +33,11 @@ class RewardModelRecipe(PreferenceRecipe):
         return {"task": "reward"}
 
     def apply_tuner(self, model):
-        if self.start_adapter is None and self.args.train_type in ("lora", "dora", "qlora"):
-            from .. import tuners
+        from .. import tuners
 
+        if self.start_adapter is not None:  # sft -> rm: the sft adapter under the new score head
+            return tuners.continue_lora(model, self.start_adapter, self.args, task_type="SEQ_CLS")
+        if self.args.train_type in ("lora", "dora", "qlora"):
             if self.args.train_type == "qlora":
                 from peft import prepare_model_for_kbit_training
 
