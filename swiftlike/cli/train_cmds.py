@@ -237,7 +237,8 @@ def export(**kwargs):
             raise SwiftlikeError("export --quant_method needs --to DIR (the quantized model's directory)")
         report = to_quantized(args.ckpt_dir, args.to, method=args.quant_method, bits=args.quant_bits,
                               dataset=args.dataset, val_dataset=args.val_dataset, dequantize=args.dequantize,
-                              force=args.force, overwrite=args.overwrite, options=args.model_arguments())
+                              force=args.force, overwrite=args.overwrite, options=args.model_arguments(),
+                              n_samples=args.quant_n_samples)
         held = report["heldout"]
         click.echo(f"exported {args.ckpt_dir} -> {report['dir']} ({args.quant_method} {args.quant_bits}-bit)\n"
                    f"  held-out loss on {held['rows']} rows: fp32 {held['fp32_loss']:.4f}  "

@@ -23,6 +23,8 @@ class ExportArguments(ModelArguments):
     dataset: list = arg([], "With --quant_method: calibration rows (gptq/awq) and the held-out rows whose loss is "
                         "reported (unless --val_dataset).")
     val_dataset: list = arg([], "With --quant_method: the held-out rows whose loss is reported.")
+    quant_n_samples: int = arg(128, "With --quant_method gptq: how many --dataset rows calibrate it (ms-swift's "
+                               "spelling; LLaMA-Factory's export_quantization_nsamples).")
     dequantize: bool = arg(False, "Merge a QLoRA adapter into the 16/32-bit base (GGUF and quantized export).")
     force: bool = arg(False, "Merge even onto a base the adapter was not trained on.")
     overwrite: bool = arg(False, "Replace an existing output (--merge_lora's merged dir, --to_gguf's file, "

@@ -1,8 +1,9 @@
 """`swiftlike export --quant_method bnb|gptq|awq --quant_bits 4|8 --to DIR`: the merged model quantized through a
 library into a model directory transformers loads, with its held-out loss beside the full-precision model's.
 
-bnb (bitsandbytes) quantizes, saves and reloads 4-bit (nf4) and 8-bit weights on CPU. GPTQ and AWQ run their
-calibration through GPU kernels (GPTQModel, AutoAWQ, llm-compressor); they are refused in one line here."""
+bnb (bitsandbytes) quantizes, saves and reloads 4-bit (nf4) and 8-bit weights on CPU. GPTQ runs through
+llm-compressor, on the CPU when there is no GPU (calibrated on --dataset rows). AWQ is refused in one line:
+llm-compressor's AWQ needs an accelerator (its calibration cache pins memory)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ from ..models.options import ModelArguments
 from ..paths import replace_dir
 from ..registry import SwiftlikeError
 from .arguments import QUANT_METHODS
+from .gptq import CALIBRATION_ROWS
 
 REPORT = "quantization.json"
 HELDOUT_ROWS = 200  # enough rows for a stable loss, few enough to score twice in seconds on CPU
@@ -25,13 +27,21 @@ def check_method(method, bits) -> None:
         raise SwiftlikeError(f"--quant_method {method}: use {', '.join(QUANT_METHODS)}")
     if bits not in (4, 8):
         raise SwiftlikeError(f"--quant_bits {bits}: use 4 or 8")
-    if method in ("gptq", "awq"):
-        raise SwiftlikeError(
-            f"--quant_method {method} calibrates through CUDA kernels (GPTQModel, AutoAWQ, llm-compressor), which "
-            f"swiftlike does not drive; on this machine use --quant_method bnb, or --to_gguf OUT.gguf --gguf_type "
-            f"q8_0 for llama.cpp")
     import importlib.util
 
+    if method == "awq":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SwiftlikeError(
+                "--quant_method awq needs a GPU: llm-compressor's AWQ calibration pins memory on an accelerator "
+                "(on CPU it stops with 'Cannot access accelerator device'); here use --quant_method gptq "
+                "(llm-compressor, runs on CPU) or bnb, or --to_gguf OUT.gguf --gguf_type q8_0 for llama.cpp")
+    if method in ("gptq", "awq"):
+        if importlib.util.find_spec("llmcompressor") is None:
+            raise SwiftlikeError(f"--quant_method {method} runs through llm-compressor: pip install llmcompressor "
+                                 f"(it pins transformers <= 5.17; pip picks one swiftlike also runs on)")
+        return
     if importlib.util.find_spec("bitsandbytes") is None:
         raise SwiftlikeError("--quant_method bnb needs bitsandbytes: pip install -e \".[export]\"")
 
@@ -54,18 +64,23 @@ def check_output_dir(to, *, overwrite=False) -> Path:
 
 
 def to_quantized(ckpt_dir, to, *, method="bnb", bits=4, dataset=(), val_dataset=(), dequantize=False, force=False,
-                 overwrite=False, options: ModelArguments | None = None) -> dict:
+                 overwrite=False, options: ModelArguments | None = None, n_samples: int = CALIBRATION_ROWS) -> dict:
     """Write the merged model of `ckpt_dir` quantized into `to`; returns the report (also `to`/quantization.json)."""
     from .heldout import heldout_rows
     from .source import check_source
 
     check_method(method, bits)
+    if n_samples < 1:
+        raise SwiftlikeError(f"--quant_n_samples {n_samples}: give at least 1 calibration row")
     out = check_output_dir(to, overwrite=overwrite)
     heldout = list(val_dataset or dataset or ())
     if not heldout:
         raise SwiftlikeError("--quant_method needs held-out rows to report the loss on: --val_dataset F (or "
                              "--dataset F)")
     rows = heldout_rows(heldout, limit=HELDOUT_ROWS)
+    calibration = list(dataset or val_dataset)
+    calib_rows = (heldout_rows(calibration, limit=n_samples)
+                  if method in ("gptq", "awq") else [])
     source = check_source(ckpt_dir, dequantize=dequantize, force=force, options=options)
 
     from .source import load_source
@@ -74,15 +89,17 @@ def to_quantized(ckpt_dir, to, *, method="bnb", bits=4, dataset=(), val_dataset=
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        report = _quantize(loaded, work, method=method, bits=bits, rows=rows, heldout=heldout, ckpt=source.ckpt)
+        report = _quantize(loaded, work, method=method, bits=bits, rows=rows, heldout=heldout, ckpt=source.ckpt,
+                           calibration=(calibration, calib_rows))
         replace_dir(work / "quantized", out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {**report, "dir": str(out)}
 
 
-def _quantize(loaded, work: Path, *, method, bits, rows, heldout, ckpt) -> dict:
-    """The full-precision merged model saved to work/fp32, reloaded quantized, saved to work/quantized."""
+def _quantize(loaded, work: Path, *, method, bits, rows, heldout, ckpt, calibration=((), ())) -> dict:
+    """The merged model quantized into work/quantized (bnb: saved to work/fp32 and reloaded quantized; gptq:
+    calibrated in place and saved compressed), then reloaded from there to score its held-out loss."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -92,19 +109,33 @@ def _quantize(loaded, work: Path, *, method, bits, rows, heldout, ckpt) -> dict:
 
     fp32_loss = heldout_loss(loaded.model, loaded.template, rows)
     full, staged = work / "fp32", work / "quantized"
-    with torch.no_grad(), quiet_progress():
-        loaded.model.save_pretrained(full, safe_serialization=True)
-        dtype = loaded.model.dtype
-        loaded.model = None  # the saved copy is what gets quantized; free the full-precision one
-        quantized = AutoModelForCausalLM.from_pretrained(full, dtype=dtype,
-                                                         quantization_config=bnb_config(bits, compute_dtype=dtype))
+    dtype = loaded.model.dtype
+    extra = {}
+    with quiet_progress():
+        if method == "bnb":
+            with torch.no_grad():
+                loaded.model.save_pretrained(full, safe_serialization=True)
+                loaded.model = None  # the saved copy is what gets quantized; free the full-precision one
+                quantized = AutoModelForCausalLM.from_pretrained(
+                    full, dtype=dtype, quantization_config=bnb_config(bits, compute_dtype=dtype))
+                quantized.save_pretrained(staged, safe_serialization=True)
+            extra["quant_type"] = "nf4" if bits == 4 else "int8"
+        else:
+            from .gptq import quantize_gptq
+
+            datasets, calib_rows = calibration
+            scheme = quantize_gptq(loaded.model, loaded.template, calib_rows, bits, staged)
+            loaded.model = None
+            # what a user gets: the saved directory as transformers loads it (compressed-tensors)
+            quantized = AutoModelForCausalLM.from_pretrained(staged, dtype=dtype)
+            extra.update(quant_type=f"int{bits}, {scheme['strategy']}" + (
+                f" {scheme['group_size']}" if "group_size" in scheme else ""), format="compressed-tensors",
+                calibration={"datasets": list(datasets), "rows": len(calib_rows)})
         quantized.eval()
         quant_loss = heldout_loss(quantized, loaded.template, rows)
-        quantized.save_pretrained(staged, safe_serialization=True)
     loaded.tokenizer.save_pretrained(staged)
     save_template(staged, loaded.template)
-    report = {"method": method, "bits": bits, "quant_type": "nf4" if bits == 4 else "int8", "source": str(ckpt),
-              "template": loaded.template.name,
+    report = {"method": method, "bits": bits, **extra, "source": str(ckpt), "template": loaded.template.name,
               "heldout": {"datasets": heldout, "rows": len(rows), "fp32_loss": round(fp32_loss, 6),
                           "quantized_loss": round(quant_loss, 6), "delta": round(quant_loss - fp32_loss, 6)}}
     (staged / REPORT).write_text(json.dumps(report, indent=2) + "\n")
