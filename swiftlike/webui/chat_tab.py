@@ -83,6 +83,9 @@ def build_chat(settings, L):
         except Exception as err:
             history.pop()
             yield history, "", f'<span class="swl-error">{error_line(err)}</span>'
+        finally:
+            if stops.get(request.session_hash) is stop:  # one Event per reply in flight, not per session ever seen
+                del stops[request.session_hash]
 
     def stop_reply(request: gr.Request):
         if request.session_hash in stops:
