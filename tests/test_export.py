@@ -314,6 +314,7 @@ def test_gptq_export_through_llm_compressor(lora_ckpt, merged, bits, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["q"]  # staged beside it and renamed
     report = json.loads((out / "quantization.json").read_text())
     assert report["method"] == "gptq" and report["calibration"]["rows"] == 8
+    assert report["calibration"]["same_as_heldout"] and "calibrated on the held-out rows" in proc.stderr
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert config["quant_method"] == "compressed-tensors"
     assert {g["weights"]["num_bits"] for g in config["config_groups"].values()} == {bits}

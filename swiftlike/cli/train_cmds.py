@@ -244,6 +244,9 @@ def export(**kwargs):
                    f"  held-out loss on {held['rows']} rows: fp32 {held['fp32_loss']:.4f}  "
                    f"{args.quant_method}-{args.quant_bits}bit {held['quantized_loss']:.4f}  "
                    f"(delta {held['delta']:+.4f}; {report['dir']}/quantization.json)")
+        if report.get("calibration", {}).get("same_as_heldout"):
+            click.echo("  note: calibrated on the held-out rows themselves; give --dataset CALIB and --val_dataset "
+                       "HELDOUT for a fair loss", err=True)
         return
     if not args.to:
         raise SwiftlikeError("export needs --to DIR_OR_HUB_REF, --to_gguf OUT.gguf, or --quant_method M --to DIR")
