@@ -3,7 +3,7 @@ library into a model directory transformers loads, with its held-out loss beside
 
 bnb (bitsandbytes) quantizes, saves and reloads 4-bit (nf4) and 8-bit weights on CPU. GPTQ runs through
 llm-compressor, on the CPU when there is no GPU (calibrated on --dataset rows). AWQ is refused in one line:
-llm-compressor's AWQ needs an accelerator (its calibration cache pins memory)."""
+llm-compressor's AWQ needs an accelerator (its calibration cache pins memory) and none was there to test it on."""
 from __future__ import annotations
 
 import json
@@ -29,18 +29,15 @@ def check_method(method, bits) -> None:
         raise SwiftlikeError(f"--quant_bits {bits}: use 4 or 8")
     import importlib.util
 
-    if method == "awq":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SwiftlikeError(
-                "--quant_method awq needs a GPU: llm-compressor's AWQ calibration pins memory on an accelerator "
-                "(on CPU it stops with 'Cannot access accelerator device'); here use --quant_method gptq "
-                "(llm-compressor, runs on CPU) or bnb, or --to_gguf OUT.gguf --gguf_type q8_0 for llama.cpp")
-    if method in ("gptq", "awq"):
+    if method == "awq":  # not driven on a GPU either: no GPU was there to test it on
+        raise SwiftlikeError(
+            "--quant_method awq needs a GPU: llm-compressor's AWQ calibration pins memory on an accelerator (on CPU "
+            "it stops with 'Cannot access accelerator device'), and swiftlike does not drive it yet; use "
+            "--quant_method gptq (llm-compressor, runs on CPU) or bnb, or --to_gguf OUT.gguf --gguf_type q8_0")
+    if method == "gptq":
         if importlib.util.find_spec("llmcompressor") is None:
-            raise SwiftlikeError(f"--quant_method {method} runs through llm-compressor: pip install llmcompressor "
-                                 f"(it pins transformers <= 5.17; pip picks one swiftlike also runs on)")
+            raise SwiftlikeError("--quant_method gptq runs through llm-compressor: pip install llmcompressor (it pins "
+                                 "transformers <= 5.17, which pip then installs)")
         return
     if importlib.util.find_spec("bitsandbytes") is None:
         raise SwiftlikeError("--quant_method bnb needs bitsandbytes: pip install -e \".[export]\"")
@@ -79,8 +76,7 @@ def to_quantized(ckpt_dir, to, *, method="bnb", bits=4, dataset=(), val_dataset=
                              "--dataset F)")
     rows = heldout_rows(heldout, limit=HELDOUT_ROWS)
     calibration = list(dataset or val_dataset)
-    calib_rows = (heldout_rows(calibration, limit=n_samples)
-                  if method in ("gptq", "awq") else [])
+    calib_rows = heldout_rows(calibration, limit=n_samples) if method == "gptq" else []
     source = check_source(ckpt_dir, dequantize=dequantize, force=force, options=options)
 
     from .source import load_source
