@@ -197,6 +197,69 @@ def test_varlen_runs_one_attention_per_sequence(monkeypatch):
     assert seen == [(5, True, True), (17, True, True), (9, True, True)] * 2  # two layers
 
 
+def test_varlen_reads_the_sequences_once_per_forward(monkeypatch):
+    """Reading the segments copies position_ids to the host, which on a GPU waits for all queued work: once per
+    forward, not once per layer (a new batch is read again)."""
+    from swiftlike.train import varlen_attention as va
+
+    model = varlen_llama()
+    calls = []
+    original = va._segments
+    monkeypatch.setattr(va, "_segments", lambda pos: calls.append(pos.shape[-1]) or original(pos))
+    with torch.no_grad():
+        model(**PaddingFreeCollator()(rows([5, 17, 9])))
+        model(**PaddingFreeCollator()(rows([4, 8])))
+    assert calls == [31, 12]  # two layers each time
+
+
+def _per_sequence_reference(q, k, v, cu_q, cu_k, max_q, max_k, **kw):
+    """Stands in for torch's CUDA-only flash varlen kernel: [total, heads, dim] per sequence, causal."""
+    import torch.nn.functional as F
+
+    assert kw.get("window_size", (-1, 0)) == (-1, 0) and kw.get("is_causal", True)
+    bounds = cu_q.tolist()
+    assert max_q == max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    outs = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        qq, kk, vv = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
+        outs.append(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=kw.get("scale"),
+                                                   enable_gqa=kw.get("enable_gqa", False))[0].transpose(0, 1))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("spelling", ["window_gqa_scale", "is_causal_no_gqa_no_scale"])
+def test_flash_varlen_call_matches_the_per_sequence_path(monkeypatch, spelling):
+    """The one-kernel GPU path hands torch's varlen kernel the right layout, cumulative lengths, GQA and scale, in
+    either spelling torch versions use (window_size/enable_gqa/scale, or is_causal alone)."""
+    from swiftlike.train import varlen_attention as va
+
+    if spelling == "window_gqa_scale":
+        fake = (_per_sequence_reference, True, True, True)
+    else:
+        def no_gqa(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=False):
+            assert k.shape[1] == q.shape[1]  # repeated for a version without GQA
+            return _per_sequence_reference(q, k, v, cu_q, cu_k, max_q, max_k, is_causal=is_causal)
+        fake = (no_gqa, False, False, False)
+    monkeypatch.setattr(va._flash_varlen, "fn", fake, raising=False)
+    torch.manual_seed(0)
+    lengths = [5, 11, 3]
+    pos = torch.cat([torch.arange(n) for n in lengths])[None]
+    q, k, v = torch.randn(1, 4, 19, 8), torch.randn(1, 2, 19, 8), torch.randn(1, 2, 19, 8)
+    scale = 0.3  # not 1/sqrt(dim): a version without `scale` must still apply it
+
+    class Layer:
+        training = False
+
+    monkeypatch.setenv("SWIFTLIKE_FLASH_VARLEN", "0")
+    ref, _ = va.varlen_attention_forward(Layer(), q, k, v, None, position_ids=pos, scaling=scale)
+    monkeypatch.setenv("SWIFTLIKE_FLASH_VARLEN", "1")
+    out = va._flash_attention(q, k, v, va._segments_once(pos), scale, True)
+    assert out.shape == ref.shape == (1, 19, 4, 8)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # the CPU, float32 and branched rows keep the per-sequence path
+    assert not va._use_flash(q, va._segments_once(pos), 0.0)
+
+
 def test_packed_weights_follow_a_changed_base_weight():
     """The packed copies are a cache of the frozen weight: if it changes (e.g. a user loads new base weights into
     the model), the next forward repacks instead of using stale values."""

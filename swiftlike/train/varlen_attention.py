@@ -13,12 +13,24 @@ segment continues the first v tokens of the last segment that started at 0 (its 
 the root's own continuation. The preference stages lay a pair out as [prompt, chosen, rejected] this way, so the
 prompt runs once for both answers (rlhf/packed_pairs.py). Only this attention understands branches: a layout with
 them is made only for a model on it.
+
+On a CUDA GPU with PyTorch's flash varlen kernel (`torch.nn.attention.varlen`, bf16/fp16), a row without branches
+runs all its sequences in that one kernel instead of one sdpa call per sequence.
+
+The segments are read once per forward (the first layer; every layer gets the same `position_ids`): reading them
+copies to the host, which on a GPU waits for the queued work, so doing it in each layer kept the host from running
+ahead of the GPU.
 """
 from __future__ import annotations
+
+import inspect
+import os
+import threading
 
 import torch
 
 NAME = "swiftlike_varlen"
+_last = threading.local()  # the segments of the last position_ids seen, and their cu_seqlens per device
 
 
 def _segments(position_ids: torch.Tensor) -> list[tuple[int, int]] | None:
@@ -31,6 +43,67 @@ def _segments(position_ids: torch.Tensor) -> list[tuple[int, int]] | None:
     bounds = [0, *starts.tolist(), pos.numel()]
     firsts = pos[bounds[:-1]].tolist()
     return [(b - a, first) for a, b, first in zip(bounds[:-1], bounds[1:], firsts)]
+
+
+def _segments_once(position_ids: torch.Tensor):
+    """`_segments`, computed once per forward: every layer receives the same position_ids tensor."""
+    try:
+        version = position_ids._version
+    except RuntimeError:  # an inference-mode tensor has no version counter (and cannot change in place)
+        version = None
+    cached = getattr(_last, "key", None)
+    if cached is None or cached[0] is not position_ids or cached[1] != version:
+        _last.key, _last.segments, _last.cu = (position_ids, version), _segments(position_ids), {}
+    return _last.segments
+
+
+def _flash_varlen():
+    """PyTorch's flash varlen attention and how this version spells causal, GQA and scale; None without it."""
+    if os.environ.get("SWIFTLIKE_FLASH_VARLEN", "1") == "0":  # the per-sequence sdpa path (bench/gpu_check.py)
+        return None
+    fn = getattr(_flash_varlen, "fn", False)
+    if fn is False:
+        try:
+            from torch.nn.attention.varlen import varlen_attn
+
+            params = inspect.signature(varlen_attn).parameters
+            fn = (varlen_attn, "window_size" in params, "enable_gqa" in params, "scale" in params)
+            if not (fn[1] or "is_causal" in params):
+                fn = None
+        except (ImportError, AttributeError, TypeError, ValueError):
+            fn = None
+        _flash_varlen.fn = fn
+    return fn
+
+
+def _use_flash(query, segments, dropout) -> bool:
+    return (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and dropout == 0.0
+            and query.shape[-1] <= 256 and all(first == 0 for _, first in segments)
+            and _flash_varlen() is not None)
+
+
+def _flash_attention(query, key, value, segments, scale, gqa):
+    """Every sequence of the row in one flash varlen call: [1, heads, total, dim] in, [1, total, heads, dim] out."""
+    fn, window, has_gqa, has_scale = _flash_varlen()
+    cu = _last.cu.get(query.device)
+    if cu is None:
+        bounds = [0]
+        for n, _ in segments:
+            bounds.append(bounds[-1] + n)
+        cu = _last.cu[query.device] = (torch.tensor(bounds, dtype=torch.int32, device=query.device),
+                                       max(n for n, _ in segments))
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, dim]
+    if gqa and not has_gqa:
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    kwargs = {"window_size": (-1, 0)} if window else {"is_causal": True}
+    if has_gqa and gqa:
+        kwargs["enable_gqa"] = True
+    if has_scale:
+        kwargs["scale"] = scale
+    elif scale is not None:
+        q = q * (scale * query.shape[-1] ** 0.5)  # a version without `scale` uses 1/sqrt(dim)
+    return fn(q, k, v, cu[0], cu[0], cu[1], cu[1], **kwargs).unsqueeze(0)
 
 
 def _branch_attention(q, k, v, root_k, root_v, prefix, dropout, scale, gqa):
@@ -50,12 +123,14 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     plain = (position_ids is not None and query.shape[0] == 1
              and query.shape[2] == key.shape[2] == position_ids.shape[-1] and kwargs.get("sliding_window") is None
              and kwargs.get("softcap") is None and kwargs.get("position_bias") is None)
-    segments = _segments(position_ids) if plain else None
+    segments = _segments_once(position_ids) if plain else None
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
+    if _use_flash(query, segments, p):
+        return _flash_attention(query, key, value, segments, scaling, gqa), None
     lengths = [n for n, _ in segments]
     outs, root = [], None
     # split (not slicing): its backward is one cat instead of a zero-filled full-size gradient per piece
