@@ -162,10 +162,30 @@ PEAK = ("import atexit,json,runpy,sys\n"
         "runpy.run_module(mod, run_name='__main__')\n")
 
 
-def run_cli(module: str, args: list, env: dict, log: Path, timeout: int, python: str = sys.executable) -> dict:
+# PEAK plus torch.profiler over training steps 6-8; the tables go to $PROFILE_OUT
+PROFILE = PEAK.replace("atexit.register(_peak)\n", "atexit.register(_peak)\n" + (
+    "import os,time,transformers,torch\n"
+    "_orig=transformers.Trainer.training_step; _n=[0]; _p=[None]\n"
+    "def _step(self,*a,**k):\n"
+    "    _n[0]+=1\n"
+    "    if _n[0]==6:\n"
+    "        torch.cuda.is_available() and torch.cuda.synchronize(); _p[0]=(torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,"
+    "torch.profiler.ProfilerActivity.CUDA]),time.perf_counter()); _p[0][0].__enter__()\n"
+    "    out=_orig(self,*a,**k)\n"
+    "    if _n[0]==8 and _p[0]:\n"
+    "        torch.cuda.is_available() and torch.cuda.synchronize(); _p[0][0].__exit__(None,None,None); ka=_p[0][0].key_averages()\n"
+    "        open(os.environ['PROFILE_OUT'],'w').write('wall of 3 profiled steps %.3f s\\n'%(time.perf_counter()-_p[0][1])"
+    "+ka.table(sort_by='self_cuda_time_total',row_limit=25,max_name_column_width=60)"
+    "+ka.table(sort_by='self_cpu_time_total',row_limit=25,max_name_column_width=60))\n"
+    "    return out\n"
+    "transformers.Trainer.training_step=_step\n"))
+
+
+def run_cli(module: str, args: list, env: dict, log: Path, timeout: int, python: str = sys.executable,
+            wrapper: str = PEAK) -> dict:
     t = time.perf_counter()
     try:
-        proc = subprocess.run([python, "-c", PEAK, module, *args], env=env, capture_output=True, text=True,
+        proc = subprocess.run([python, "-c", wrapper, module, *args], env=env, capture_output=True, text=True,
                               timeout=timeout)
         rc, err = proc.returncode, proc.stderr
         log.write_text(proc.stdout + "\n" + err)
@@ -190,7 +210,8 @@ def _last_error(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def swiftlike_train(model, data, out, job, *, quant: bool, extra=(), env=None, timeout=240, launcher=None):
+def swiftlike_train(model, data, out, job, *, quant: bool, extra=(), env=None, timeout=240, launcher=None,
+                    wrapper=PEAK):
     args = ["sft", "--model", str(model), "--template", "chatml", "--dataset", str(data),
             "--train_type", "qlora" if quant else "lora", *(["--quant_bits", "4"] if quant else []),
             "--lora_rank", str(job["rank"]), "--lora_alpha", str(job["alpha"]), "--lora_dropout", "0",
@@ -202,7 +223,7 @@ def swiftlike_train(model, data, out, job, *, quant: bool, extra=(), env=None, t
         res = run_cli("torch.distributed.run", [*launcher, "-m", "swiftlike", *args], env, out.with_suffix(".log"),
                       timeout)
     else:
-        res = run_cli("swiftlike", args, env, out.with_suffix(".log"), timeout)
+        res = run_cli("swiftlike", args, env, out.with_suffix(".log"), timeout, wrapper=wrapper)
     metrics = out / "metrics.json"
     if res["rc"] == 0 and metrics.exists():
         m = json.loads(metrics.read_text())
@@ -221,6 +242,8 @@ def llamafactory_train(model, data, out, job, *, quant: bool, env, timeout=240, 
            "overwrite_cache": True, "preprocessing_num_workers": 1, "output_dir": str(out), "logging_steps": 5,
            "save_strategy": "no", "per_device_train_batch_size": job["batch"], "gradient_accumulation_steps": 1,
            "learning_rate": job["lr"], "num_train_epochs": 1.0, "bf16": bf16, "report_to": "none",
+           # swiftlike's schedule (LLaMA-Factory's defaults are linear, no warm-up, no weight decay)
+           "lr_scheduler_type": "cosine", "warmup_ratio": 0.05, "weight_decay": 0.1,
            "disable_gradient_checkpointing": True, "overwrite_output_dir": True, "flash_attn": "sdpa",
            **({"quantization_bit": 4, "quantization_method": "bnb"} if quant else {})}
     yaml = out.parent / f"{out.name}.yaml"
@@ -266,21 +289,67 @@ def run(rehearse: bool, out_dir: Path, only: set | None) -> dict:
     if rehearse:  # the CPU: the peer's torch would be the same interpreter's; bitsandbytes' nf4 wants a GPU
         sl_env["CUDA_VISIBLE_DEVICES"] = lf_env["CUDA_VISIBLE_DEVICES"] = ""
 
-    def want(name):
+    deadline = t0 + float(os.environ.get("GPU_CHECK_BUDGET", "560"))
+
+    def want(name, need=60):
+        """A step runs when asked for and when the budget leaves it `need` seconds (the device call has a hard
+        limit: a step cut off there would lose every figure, so the results are saved after each step)."""
+        left = deadline - time.perf_counter()
+        if (only is None or name in only) and left < need:
+            results.setdefault("skipped", []).append(f"{name}: {left:.0f} s left of the budget")
+            return False
         return only is None or name in only
+
+    def budget(default):
+        return int(max(30, min(default, deadline - time.perf_counter())))
+
+    def save():
+        (out_dir / "gpu_check.json").write_text(json.dumps(results, indent=2))
+        logs = sorted(work.glob("*.log"))
+        if logs:
+            import tarfile
+            with tarfile.open(out_dir / "logs.tar.gz", "w:gz") as tar:
+                for f in logs:
+                    tar.add(f, arcname=f.name)
+
+    def asked(name, need=60):  # the variant runs, only when named in --only
+        return only is not None and name in only and want(name, need)
+
+    def variant(name, title, env=(), extra=()):
+        if asked(name):
+            results["rows"][title] = swiftlike_train(model, data, work / name, job, quant=False,
+                                                     env={**sl_env, **dict(env)}, extra=extra, timeout=budget(180))
+            save()
 
     for quant in (False, True):
         kind = "qlora" if quant else "lora"
         if rehearse and quant:
             continue
         if want(f"swiftlike-{kind}"):
-            r = swiftlike_train(model, data, work / f"swiftlike-{kind}", job, quant=quant, env=sl_env)
+            profile = not quant and only is not None and "profile" in only
+            r = swiftlike_train(model, data, work / f"swiftlike-{kind}", job, quant=quant,
+                                env={**sl_env, "PROFILE_OUT": str(out_dir / "profile.txt")}, timeout=budget(180),
+                                wrapper=PROFILE if profile else PEAK)
             if on_gpu and r["rc"] == 0:
                 r["fast_paths_ok"] = r.get("device") == "cuda" and r.get("cpu_fast_paths") == []
+            if profile:
+                r["note"] = "torch.profiler ran over steps 6-8 (profile.txt)"
             results["rows"][f"swiftlike {kind}"] = r
+            save()
+        if not quant:
+            if asked("flash-check", need=20):
+                results["flash_check"] = flash_check() if on_gpu else "needs a CUDA device"
+                save()
+            # where the time goes: the same job through the other attention and batch paths
+            variant("sl-perseq", "swiftlike lora, one sdpa call per sequence", env={"SWIFTLIKE_FLASH_VARLEN": "0"})
+            variant("sl-padded", "swiftlike lora, padded batches", extra=("--padding_free", "false"))
         if want(f"llamafactory-{kind}"):
             results["rows"][f"llamafactory {kind}"] = llamafactory_train(model, data, work / f"lf-{kind}", job,
-                                                                         quant=quant, env=lf_env, bf16=on_gpu)
+                                                                         quant=quant, env=lf_env, bf16=on_gpu,
+                                                                         timeout=budget(180))
+            save()
+        if not quant:
+            variant("sl-stocksdpa", "swiftlike lora, stock sdpa (block mask)", extra=("--attn_impl", "sdpa"))
     smoke = dict(job, steps=2)
     few = work / "rows-few.jsonl"
     few.write_text("".join(json.dumps(r) + "\n" for r in rows[: 2 * smoke["batch"]]))
@@ -289,20 +358,69 @@ def run(rehearse: bool, out_dir: Path, only: set | None) -> dict:
         # PEFT's own FSDP wrap policy keeps LoRA's trainable tensors in their own units
         results["rows"]["swiftlike lora fsdp (1 gpu)"] = swiftlike_train(
             model, few, work / "fsdp", smoke, quant=False, env=sl_env, launcher=launcher,
-            extra=("--fsdp", "full_shard auto_wrap"))
-    if want("deepspeed"):
+            extra=("--fsdp", "full_shard auto_wrap"), timeout=budget(150))
+        save()
+    if want("serve", need=20):  # without vLLM this is its one-line refusal, in seconds
+        results["serve"] = serve_check(model, work, sl_env, rehearse)
+        save()
+    if want("deepspeed"):  # last: DeepSpeed may build its fused optimizer with nvcc first
         results["rows"]["swiftlike lora zero2 (1 gpu)"] = swiftlike_train(
             model, few, work / "zero2", smoke, quant=False, env=sl_env, launcher=launcher,
-            extra=("--deepspeed", "zero2"))
-    if want("serve"):
-        results["serve"] = serve_check(model, work, sl_env, rehearse)
+            extra=("--deepspeed", "zero2"), timeout=budget(200))
+        save()
     for r in results["rows"].values():
         if r.get("train_runtime"):
             r["tokens_per_s"] = round(tokens / r["train_runtime"], 1) if r.get("train_runtime") else None
     results["total_s"] = round(time.perf_counter() - t0, 1)
-    (out_dir / "gpu_check.json").write_text(json.dumps(results, indent=2))
+    save()
     print(table(results))
     return results
+
+
+def flash_check() -> dict:
+    """swiftlike's padding-free attention on the GPU, both ways: every sequence in one flash varlen call vs one
+    sdpa call per sequence (forward + backward on a Qwen2-1.5B-shaped layer: 12 query / 2 key-value heads of 128)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from swiftlike.train import varlen_attention as va
+
+    torch.manual_seed(0)
+    lengths = [300, 517, 90, 1024, 433, 260, 800, 120]
+    total = sum(lengths)
+    pos = torch.cat([torch.arange(n) for n in lengths])[None].cuda()
+    q = torch.randn(1, 12, total, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(1, 2, total, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn(1, 2, total, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+
+    class Layer:
+        training = True
+
+    def step(flag):
+        os.environ["SWIFTLIKE_FLASH_VARLEN"] = flag
+        out, _ = va.varlen_attention_forward(Layer(), q, k, v, None, position_ids=pos, scaling=128 ** -0.5)
+        return out, torch.autograd.grad(out.float().pow(2).sum(), (q, k, v))
+
+    result = {"kernel": repr(va._flash_varlen()[1:]) if va._flash_varlen() else None}
+    try:
+        (ref, gref), (out, g) = step("0"), step("1")
+        result["used_flash"] = va._use_flash(q, va._segments_once(pos), 0.0)
+        result["max_abs_diff_out"] = float((ref.float() - out.float()).abs().max())
+        result["max_rel_diff_grads"] = [float((a.float() - b.float()).abs().max() / b.float().abs().max())
+                                        for a, b in zip(g, gref)]
+        for flag, name in (("0", "per_sequence_ms"), ("1", "flash_varlen_ms")):
+            for _ in range(3):
+                step(flag)
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(20):
+                step(flag)
+            torch.cuda.synchronize()
+            result[name] = round((time.perf_counter() - t) / 20 * 1000, 3)
+    except Exception as err:  # noqa: BLE001 - the figure says why it is missing
+        result["error"] = f"{type(err).__name__}: {err}"[:400]
+    os.environ.pop("SWIFTLIKE_FLASH_VARLEN", None)
+    return result
 
 
 def serve_check(model, work: Path, env: dict, rehearse: bool) -> dict:
@@ -333,6 +451,8 @@ def table(results: dict) -> str:
         note = r.get("error") or ""
         if "fast_paths_ok" in r:
             note = "CPU fast paths off" if r["fast_paths_ok"] else f"CPU fast paths taken: {r.get('cpu_fast_paths')}"
+        if r.get("note"):
+            note = f"{note}; {r['note']}" if note else r["note"]
         fmt = lambda v, f="{:.0f}": f.format(v) if isinstance(v, (int, float)) else "–"  # noqa: E731
         lines.append(f"| {name} | {r['rc']} | {fmt(r.get('train_runtime'), '{:.1f}')} | {fmt(r.get('tokens_per_s'))} "
                      f"| {fmt(r.get('peak_alloc_mib'))} | {fmt(r.get('peak_reserved_mib'))} "
@@ -343,6 +463,11 @@ def table(results: dict) -> str:
         if s and lf and s.get("tokens_per_s") and lf.get("tokens_per_s"):
             lines.append(f"{a}: swiftlike/LLaMA-Factory tokens/s {s['tokens_per_s'] / lf['tokens_per_s']:.2f}x, "
                          f"peak memory {(s['peak_alloc_mib'] or 0) / max(lf['peak_alloc_mib'] or 1, 1):.2f}x")
+    if "flash_check" in results:
+        lines.append("padding-free attention, one flash varlen call vs one sdpa call per sequence: "
+                     + json.dumps(results["flash_check"]))
+    if results.get("skipped"):
+        lines.append("skipped (budget): " + "; ".join(results["skipped"]))
     if "serve" in results:
         sv = results["serve"]
         keep = {k: sv[k] for k in ("rc", "error", "vllm_startup_s", "vllm_over_pt_tokens_per_s") if k in sv}
@@ -360,6 +485,7 @@ def main():
     p.add_argument("step", choices=["prepare", "run"])
     p.add_argument("--rehearse", action="store_true", help="toy sizes on the CPU (checks the plumbing)")
     p.add_argument("--only", help="comma-separated: swiftlike-lora, llamafactory-lora, swiftlike-qlora, "
+                                  "profile, flash-check, sl-perseq, sl-padded, sl-stocksdpa (these five only when named), "
                                   "llamafactory-qlora, fsdp, deepspeed, serve")
     a = p.parse_args()
     if a.step == "prepare":
