@@ -212,17 +212,20 @@ def test_varlen_reads_the_sequences_once_per_forward(monkeypatch):
     assert calls == [31, 12]  # two layers each time
 
 
-def _per_sequence_reference(q, k, v, cu_q, cu_k, max_q, max_k, **kw):
-    """Stands in for torch's CUDA-only flash varlen kernel: [total, heads, dim] per sequence, causal."""
+def _per_sequence_reference(q, k, v, cu_q, cu_k, max_q, max_k, top_left=False, **kw):
+    """Stands in for torch's CUDA-only flash varlen kernel ([total, heads, dim]): per sequence, causal and, where a
+    sequence has more keys than queries, aligned to the end of the keys as FlashAttention 2 does (`top_left`: a
+    kernel that aligns to the start instead)."""
     import torch.nn.functional as F
 
     assert kw.get("window_size", (-1, 0)) == (-1, 0) and kw.get("is_causal", True)
-    bounds = cu_q.tolist()
-    assert max_q == max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+    bq, bk = cu_q.tolist(), cu_k.tolist()
+    assert max_q == max(b - a for a, b in zip(bq, bq[1:])) and max_k == max(b - a for a, b in zip(bk, bk[1:]))
     outs = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        qq, kk, vv = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))
-        outs.append(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=kw.get("scale"),
+    for (a, b), (c, d) in zip(zip(bq, bq[1:]), zip(bk, bk[1:])):
+        qq, kk, vv = q[a:b].transpose(0, 1)[None], k[c:d].transpose(0, 1)[None], v[c:d].transpose(0, 1)[None]
+        mask = torch.ones(b - a, d - c, dtype=torch.bool).tril(0 if top_left else (d - c) - (b - a))
+        outs.append(F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, scale=kw.get("scale"),
                                                    enable_gqa=kw.get("enable_gqa", False))[0].transpose(0, 1))
     return torch.cat(outs)
 
@@ -258,6 +261,52 @@ def test_flash_varlen_call_matches_the_per_sequence_path(monkeypatch, spelling):
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     # the CPU, float32 and branched rows keep the per-sequence path
     assert not va._use_flash(q, va._segments_once(pos), 0.0)
+
+
+def _branched_row():
+    """Two preference pairs as the preference stages lay them out: [prompt, chosen] then rejected, whose positions
+    continue the prompt (a branch)."""
+    parts = [range(0, 5), range(5, 8), range(5, 9), range(0, 4), range(4, 6), range(4, 7)]
+    return torch.tensor([[i for r in parts for i in r]])
+
+
+@pytest.mark.parametrize("top_left", [False, True])
+def test_flash_varlen_shares_a_prompt_or_falls_back(monkeypatch, top_left):
+    """Rows whose answers share their prompt go through the one flash call too (a branch's keys are its prompt's
+    gathered in front of its own); the first such row is checked against the per-sequence path, and a kernel that
+    masks them another way leaves them on the per-sequence path, with a warning."""
+    from swiftlike.train import varlen_attention as va
+
+    def kernel(*a, **kw):
+        return _per_sequence_reference(*a, top_left=top_left, **kw)
+
+    monkeypatch.setattr(va._flash_varlen, "fn", (kernel, True, True, True), raising=False)
+    monkeypatch.setattr(va, "_flash_capable", lambda query: True)  # the real one asks for a CUDA tensor
+    monkeypatch.setitem(va._branches, "flash", None)
+    pos = _branched_row()
+    torch.manual_seed(1)
+    q, k, v = torch.randn(1, 4, 21, 8), torch.randn(1, 2, 21, 8), torch.randn(1, 2, 21, 8)
+    segments = va._segments_once(pos)
+    assert segments == [(8, 0), (4, 5), (6, 0), (3, 4)]  # [prompt + chosen], then rejected from the prompt
+    ref = va._per_sequence(q, k, v, segments, 0.0, 0.3, True)
+    if top_left:
+        with pytest.warns(UserWarning, match="keep the per-sequence attention"):
+            out = va._flash_checked(q, k, v, segments, 0.3, True)
+        torch.testing.assert_close(out, ref)
+        assert va._branches["flash"] is False
+        assert not va._use_flash(q, segments, 0.0)  # branched rows stay per sequence from now on
+        assert va._use_flash(q, [(5, 0), (3, 0)], 0.0)  # rows without branches still take the flash call
+    else:
+        out = va._flash_checked(q, k, v, segments, 0.3, True)
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        assert va._branches["flash"] is True
+        # after the check, the flash call alone, gradients included
+        qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+        va._flash_checked(qg, kg, vg, segments, 0.3, True).square().sum().backward()
+        qr, kr, vr = (t.clone().requires_grad_() for t in (q, k, v))
+        va._per_sequence(qr, kr, vr, segments, 0.0, 0.3, True).square().sum().backward()
+        for a, b in ((qg, qr), (kg, kr), (vg, vr)):
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
 
 
 def test_packed_weights_follow_a_changed_base_weight():

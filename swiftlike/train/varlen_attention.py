@@ -14,8 +14,11 @@ the root's own continuation. The preference stages lay a pair out as [prompt, ch
 prompt runs once for both answers (rlhf/packed_pairs.py). Only this attention understands branches: a layout with
 them is made only for a model on it.
 
-On a CUDA GPU with PyTorch's flash varlen kernel (`torch.nn.attention.varlen`, bf16/fp16), a row without branches
-runs all its sequences in that one kernel instead of one sdpa call per sequence.
+On a CUDA GPU with PyTorch's flash varlen kernel (`torch.nn.attention.varlen`, bf16/fp16), all sequences of the row
+run in that one kernel instead of one sdpa call per sequence. A branch gets its root's first v keys gathered in
+front of its own, and the kernel's causal mask (aligned to the end of the keys when a sequence has more keys than
+queries) does the rest; the first row with branches is also run the per-sequence way and compared, and if the two
+disagree (a kernel with another alignment) branches keep the per-sequence path, with one warning.
 
 The segments are read once per forward (the first layer; every layer gets the same `position_ids`): reading them
 copies to the host, which on a GPU waits for the queued work, so doing it in each layer kept the host from running
@@ -76,23 +79,51 @@ def _flash_varlen():
     return fn
 
 
+def _flash_capable(query) -> bool:
+    return query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and query.shape[-1] <= 256
+
+
+_branches = {"flash": None}  # None: not checked yet; then whether the flash kernel got branches right
+
+
 def _use_flash(query, segments, dropout) -> bool:
-    return (query.is_cuda and query.dtype in (torch.bfloat16, torch.float16) and dropout == 0.0
-            and query.shape[-1] <= 256 and all(first == 0 for _, first in segments)
-            and _flash_varlen() is not None)
+    return (dropout == 0.0 and _flash_capable(query) and _flash_varlen() is not None
+            and (_branches["flash"] is not False or all(first == 0 for _, first in segments)))
+
+
+def _layout(segments, device):
+    """Cumulative query and key lengths, the longest of each, and for a row with branches the index of each key in
+    the row (a branch's keys: its root's first `first` keys, then its own). Read once per forward and device."""
+    cached = _last.cu.get(device)
+    if cached is not None:
+        return cached
+    cu_q, cu_k, index, start, root, branched = [0], [0], [], 0, None, False
+    for n, first in segments:  # the same rule as the per-sequence loop in varlen_attention_forward
+        if first == 0 or root is None or first > root[1]:
+            keys = range(start, start + n)
+            root = (start, n) if first == 0 else None
+        else:
+            keys = [*range(root[0], root[0] + first), *range(start, start + n)]
+            branched = True
+        index.extend(keys)
+        cu_q.append(cu_q[-1] + n)
+        cu_k.append(cu_k[-1] + len(keys))
+        start += n
+    ints = lambda x: torch.tensor(x, dtype=torch.int32, device=device)  # noqa: E731
+    layout = (ints(cu_q), ints(cu_k), max(b - a for a, b in zip(cu_q, cu_q[1:])),
+              max(b - a for a, b in zip(cu_k, cu_k[1:])),
+              torch.tensor(index, dtype=torch.long, device=device) if branched else None)
+    _last.cu[device] = layout
+    return layout
 
 
 def _flash_attention(query, key, value, segments, scale, gqa):
     """Every sequence of the row in one flash varlen call: [1, heads, total, dim] in, [1, total, heads, dim] out."""
     fn, window, has_gqa, has_scale = _flash_varlen()
-    cu = _last.cu.get(query.device)
-    if cu is None:
-        bounds = [0]
-        for n, _ in segments:
-            bounds.append(bounds[-1] + n)
-        cu = _last.cu[query.device] = (torch.tensor(bounds, dtype=torch.int32, device=query.device),
-                                       max(n for n, _ in segments))
+    cu_q, cu_k, max_q, max_k, index = _layout(segments, query.device)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, dim]
+    if index is not None:
+        k, v = k.index_select(0, index), v.index_select(0, index)
     if gqa and not has_gqa:
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
@@ -103,7 +134,38 @@ def _flash_attention(query, key, value, segments, scale, gqa):
         kwargs["scale"] = scale
     elif scale is not None:
         q = q * (scale * query.shape[-1] ** 0.5)  # a version without `scale` uses 1/sqrt(dim)
-    return fn(q, k, v, cu[0], cu[0], cu[1], cu[1], **kwargs).unsqueeze(0)
+    return fn(q, k, v, cu_q, cu_k, max_q, max_k, **kwargs).unsqueeze(0)
+
+
+def _per_sequence(query, key, value, segments, dropout, scale, gqa):
+    lengths = [n for n, _ in segments]
+    outs, root = [], None
+    # split (not slicing): its backward is one cat instead of a zero-filled full-size gradient per piece
+    for (n, first), q, k, v in zip(segments, query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
+        if first == 0 or root is None or first > root[0].shape[2]:
+            outs.append(torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, dropout_p=dropout, scale=scale, is_causal=True, enable_gqa=gqa))
+            root = (k, v) if first == 0 else None
+        else:
+            outs.append(_branch_attention(q, k, v, *root, first, dropout, scale, gqa))
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous()
+
+
+def _flash_checked(query, key, value, segments, scale, gqa):
+    """The flash call; the first row with branches is also run per sequence and compared (see the module doc)."""
+    out = _flash_attention(query, key, value, segments, scale, gqa)
+    if _branches["flash"] is not None or all(first == 0 for _, first in segments):
+        return out
+    ref = _per_sequence(query, key, value, segments, 0.0, scale, gqa)
+    err = (out.float() - ref.float()).abs().max() / ref.float().abs().max().clamp(min=1e-6)
+    _branches["flash"] = bool(err < 0.05)
+    if _branches["flash"]:
+        return out
+    import warnings
+
+    warnings.warn(f"swiftlike: this torch's flash varlen kernel does not mask shared-prompt rows as expected "
+                  f"(relative difference {float(err):.3f}); they keep the per-sequence attention", stacklevel=2)
+    return ref
 
 
 def _branch_attention(q, k, v, root_k, root_v, prefix, dropout, scale, gqa):
@@ -130,18 +192,8 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout=
     gqa = query.shape[1] != key.shape[1]
     p = dropout if module.training else 0.0
     if _use_flash(query, segments, p):
-        return _flash_attention(query, key, value, segments, scaling, gqa), None
-    lengths = [n for n, _ in segments]
-    outs, root = [], None
-    # split (not slicing): its backward is one cat instead of a zero-filled full-size gradient per piece
-    for (n, first), q, k, v in zip(segments, query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2)):
-        if first == 0 or root is None or first > root[0].shape[2]:
-            outs.append(torch.nn.functional.scaled_dot_product_attention(
-                q, k, v, dropout_p=p, scale=scaling, is_causal=True, enable_gqa=gqa))
-            root = (k, v) if first == 0 else None
-        else:
-            outs.append(_branch_attention(q, k, v, *root, first, p, scaling, gqa))
-    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+        return _flash_checked(query, key, value, segments, scaling, gqa), None
+    return _per_sequence(query, key, value, segments, p, scaling, gqa), None
 
 
 def register() -> None:
