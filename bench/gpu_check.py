@@ -229,6 +229,8 @@ def swiftlike_train(model, data, out, job, *, quant: bool, extra=(), env=None, t
         m = json.loads(metrics.read_text())
         res.update(train_runtime=m.get("train_runtime"), train_loss=m.get("train_loss"), device=m.get("device"),
                    cpu_fast_paths=m.get("cpu_fast_paths"))
+        if launcher and m.get("peak_gpu_memory_mib") is not None:  # torchrun's own process never touched the GPU
+            res["peak_alloc_mib"], res["peak_reserved_mib"] = m["peak_gpu_memory_mib"], None
     return res
 
 
