@@ -308,7 +308,10 @@ def test_dpo_resumes_after_kill_to_the_same_adapter(tiny_model, data, tmp_path):
                                                 ("grpo", "sums")])
 def test_trl_stages_keep_gradient_checkpointing_as_asked(tiny_model, data, tmp_path, rlhf_type, dataset):
     """TRL's configs default to gradient checkpointing on; swiftlike's --gradient_checkpointing (off by default)
-    decides, so a stage never silently recomputes every forward."""
+    decides, so a stage never silently recomputes every forward — under the option's name this transformers
+    knows, so no deprecation warning is printed on every run."""
+    import warnings
+
     from swiftlike.train.rlhf import recipe_for
 
     for asked in (False, True):
@@ -316,8 +319,11 @@ def test_trl_stages_keep_gradient_checkpointing_as_asked(tiny_model, data, tmp_p
             if rlhf_type == "grpo" else {}
         recipe = recipe_for(_args(tiny_model, tmp_path / str(asked), rlhf_type=rlhf_type,
                                   dataset=str(data / f"{dataset}.jsonl"), gradient_checkpointing=asked, **extra))
-        for phase in ("check", "resolve", "setup_tokenizer", "setup_data", "setup_output", "setup_model",
-                      "setup_trainer"):
-            getattr(recipe, phase)()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            for phase in ("check", "resolve", "setup_tokenizer", "setup_data", "setup_output", "setup_model",
+                          "setup_trainer"):
+                getattr(recipe, phase)()
+        assert not [str(w.message) for w in seen if str(w.message).startswith("`gradient_checkpointing")]
         assert recipe.trainer.args.gradient_checkpointing is asked
         recipe.discard_output()

@@ -307,7 +307,10 @@ class TrainingRecipe:
         if a.attn_impl == "auto" and self.padding_free:
             enable_varlen_attention(model)
         if a.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.25's name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = self.apply_tuner(model)
         from .lora_options import mutates_base
 
@@ -437,11 +440,13 @@ class TrainingRecipe:
             deepspeed=self.ds_config, fsdp=self.fsdp, fsdp_config=self.fsdp_config,
             neftune_noise_alpha=a.neftune_noise_alpha, ddp_find_unused_parameters=False,
             save_only_model=False, disable_tqdm=not self.state.is_main_process,
-            # stated, never left to the config class: TRL's configs default to True, which silently recomputed
-            # every forward of the preference stages (~2x slower) although --gradient_checkpointing is off
-            gradient_checkpointing=a.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False} if a.gradient_checkpointing else None,
         )
+        # stated, never left to the config class: TRL's configs default to True, which silently recomputed every
+        # forward of the preference stages (~2x slower) although --gradient_checkpointing is off. transformers 5.25
+        # renamed the options (the old names print a FutureWarning on every run); older releases know only the old.
+        name = "activation_checkpointing" if _has_field("activation_checkpointing") else "gradient_checkpointing"
+        options[name] = a.gradient_checkpointing
+        options[f"{name}_kwargs"] = {"use_reentrant": False} if a.gradient_checkpointing else None
         if self.tuner.trainer_options is not None:  # e.g. GaLore's optimizer and the modules it projects
             options.update(resolve_callable(self.tuner.trainer_options)(a))
         return options
@@ -597,3 +602,11 @@ def _broadcast(value, state):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def _has_field(name: str) -> bool:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return any(f.name == name for f in dataclasses.fields(TrainingArguments))
