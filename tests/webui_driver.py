@@ -1,6 +1,7 @@
 """Driving `swiftlike web-ui` from outside: start it as a process on a free port (from WEBUI_SERVER / WEBUI_PORT) and
 fill its gradio widgets through playwright. Shared by tests/test_webui_browser.py and scripts/webui_screenshots.py."""
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -61,12 +62,19 @@ def pick(page, elem_id, value):
     """A dropdown's value (custom values allowed): type it, Enter; typed again until the widget holds it."""
     box = page.locator(f"#{elem_id} input").first
     tokens = page.locator(f"#{elem_id} .token")  # a multiselect shows its values as tokens and empties its box
-    for _ in range(5):  # a dropdown made visible (or updated) a moment ago can drop the Enter (seen in CI)
+    for attempt in range(6):  # a dropdown made visible (or updated) a moment ago can drop the Enter (seen in CI)
         box.click()
         box.fill(str(value))
-        box.press("Enter")
+        # the listed choice itself when there is one (an Enter was dropped 5 times in a row once in CI); Enter
+        # for a custom value
+        option = page.locator(f"#{elem_id} [role=option]").filter(
+            has_text=re.compile(rf"^\s*{re.escape(str(value))}\s*$"))
+        if option.count():
+            option.first.click()
+        else:
+            box.press("Enter")
         box.press("Tab")
-        page.wait_for_timeout(200)
+        page.wait_for_timeout(200 * (attempt + 1))
         # a single-select that dropped the Enter reverts to its old value on blur: compare, never accept ""
         if box.input_value() == str(value) or tokens.filter(has_text=str(value)).count():
             return
