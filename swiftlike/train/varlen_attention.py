@@ -98,7 +98,7 @@ def _layout(segments, device):
     if cached is not None:
         return cached
     cu_q, cu_k, index, start, root, branched = [0], [0], [], 0, None, False
-    for n, first in segments:  # the same rule as the per-sequence loop in varlen_attention_forward
+    for n, first in segments:  # the same rule as _per_sequence
         if first == 0 or root is None or first > root[1]:
             keys = range(start, start + n)
             root = (start, n) if first == 0 else None
