@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sft_compare import SHARED, install_peer, run_rounds, timed, versions  # noqa: E402
+from sft_compare import SHARED, install_peer, machine, run_rounds, timed, versions  # noqa: E402
 
 CFG = dict(rank=8, alpha=32, batch=4, epochs=1, max_length=256, lr=1e-4, warmup=0.05, wd=0.1, seed=42, beta=0.1)
 COMMON = ["--lora_rank", str(CFG["rank"]), "--lora_alpha", str(CFG["alpha"]), "--lora_dropout", "0",
@@ -129,6 +129,7 @@ def main():
         r["judge"] = judge(model_dir, r["adapter"]) if r["adapter"] else {}
     base = judge(model_dir, None)
     print(f"work dir: {work}\nconfig: {CFG}  swiftlike extra: {args.extra or '-'}")
+    print(f"machine: {machine()}")
     print(f"swiftlike: {versions(Path(sys.executable))}")
     for name, script in (("ms-swift", swift), ("LLaMA-Factory", lf)):
         if script.exists():

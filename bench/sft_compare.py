@@ -148,6 +148,21 @@ def versions(python: Path) -> str:
     return proc.stdout.strip() or proc.stderr.strip()[-200:]
 
 
+def machine() -> str:
+    """The CPU the figures were taken on: its model, cores, and the vector extensions fp32 kernels use."""
+    model, flags = "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    ext = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(ext) or 'no avx2/avx512'}"
+
+
 def _last_train_loss(log: Path):
     text = log.read_text(errors="replace")
     found = re.findall(r"'train_loss': '?([0-9.]+)", text)
@@ -240,6 +255,7 @@ def main():
         r["heldout"] = heldout_loss(model_dir, r["adapter"], rows) if r["adapter"] else None
     base = heldout_loss(model_dir, None, rows)
     print(f"work dir: {work}\nconfig: {CFG}\nheld-out loss of the untrained base: {base:.4f}")
+    print(f"machine: {machine()}")
     print(f"swiftlike: {versions(Path(sys.executable))}")
     for name, script in (("ms-swift", args.swift), ("LLaMA-Factory", args.llamafactory)):
         if Path(script).exists():
