@@ -175,6 +175,70 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
     assert json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())["reward_model"] == str(ckpt)
 
 
+def test_eval_ranks_preference_pairs_with_a_reward_model(tiny_model, data, tmp_path, reward_model):
+    """`swiftlike eval --ckpt_dir RM`: each answer scored as the trainer scores it (the sft template's tokens, the
+    head at the last token) — the same numbers as scoring each sequence alone — for pairs in any preference format;
+    accuracy = the share whose chosen answer scores higher, recorded in the checkpoint."""
+    from swiftlike.templates import get_template
+    from swiftlike.train.rlhf.encode import encode_answer
+    from swiftlike.train.rlhf.reward_model import load_reward_model
+
+    ckpt = reward_model["last_checkpoint"]
+    rows = [json.loads(line) for line in (data / "pairs.jsonl").read_text().splitlines()][:4]
+    trl = tmp_path / "trl.jsonl"  # the same pairs as TRL writes them, two swapped so that some must rank wrong
+    trl.write_text("\n".join(json.dumps({"prompt": r["messages"][:-1], "chosen": [r["messages"][-1]] if i < 2 else
+                                          [{"role": "assistant", "content": r["rejected_response"]}],
+                                          "rejected": [{"role": "assistant", "content": r["rejected_response"]}]
+                                          if i < 2 else [r["messages"][-1]]}) for i, r in enumerate(rows)))
+    proc = _cli("eval", "--ckpt_dir", ckpt, "--val_dataset", data / "pairs.jsonl", trl, "--max_batch_size", 3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = next((ckpt / "eval_result").iterdir())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "reward"
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    model, tok = load_reward_model(ckpt)
+    template = get_template("smollm2", tok, loss_mode="last_round")
+
+    def alone(messages, answer):
+        prompt, ids = encode_answer(template, messages, answer)
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([prompt + ids])).logits[0, 0].item()
+
+    assert len(predictions) == len((data / "pairs.jsonl").read_text().splitlines()) + len(rows)
+    for p in predictions:
+        got = p["scores"][ckpt.name]
+        assert got["chosen"] == pytest.approx(alone(p["prompt"], p["chosen"]), abs=1e-4)
+        assert got["rejected"] == pytest.approx(alone(p["prompt"], p["rejected"]), abs=1e-4)
+    right = [p["scores"][ckpt.name]["chosen"] > p["scores"][ckpt.name]["rejected"] for p in predictions]
+    result = metrics["models"][ckpt.name]
+    assert result["pairs"] == len(predictions) and result["accuracy"] == pytest.approx(sum(right) / len(right))
+    assert result[f"accuracy[{trl}]"] == pytest.approx(sum(right[-4:]) / 4)
+    assert f"accuracy[{trl}]" in proc.stdout and "accuracy" in proc.stdout
+    recorded = json.loads((ckpt / "swiftlike.json").read_text())["evaluations"][-1]
+    assert recorded["backend"] == "reward" and recorded["metrics"]["accuracy"] == result["accuracy"]
+
+
+def test_eval_of_a_reward_model_refuses_what_it_cannot_rank(tiny_model, data, tmp_path, reward_model):
+    from swiftlike.eval import EvalArguments
+    from swiftlike.eval.plan import make_plan
+    from swiftlike.registry import SwiftlikeError
+
+    ckpt = str(reward_model["last_checkpoint"])
+    proc = _cli("eval", "--ckpt_dir", ckpt, "--val_dataset", IDENTITY, "--output_dir", tmp_path / "out")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "identity.jsonl" in proc.stderr and "rejected" in proc.stderr and not (tmp_path / "out").exists()
+    sft = tmp_path / "sft"
+    import swiftlike
+
+    sft_ckpt = swiftlike.sft(model=str(tiny_model), template="smollm2", dataset=str(IDENTITY), output_dir=str(sft),
+                             max_steps=1, per_device_train_batch_size=2, report_to=["none"], lora_rank=4,
+                             lora_alpha=8)["last_checkpoint"]
+    with pytest.raises(SwiftlikeError, match="not a reward model"):
+        make_plan(EvalArguments(adapters=[ckpt, str(sft_ckpt)], val_dataset=[str(data / "pairs.jsonl")]))
+    with pytest.raises(SwiftlikeError, match="lm_eval"):
+        make_plan(EvalArguments(ckpt_dir=ckpt, eval_backend="lm_eval", tasks=["mmlu"]))
+
+
 def test_grpo_with_a_plugin_reward(tiny_model, data, tmp_path, plugins):
     import swiftlike
 

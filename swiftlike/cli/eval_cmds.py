@@ -13,9 +13,11 @@ EVAL_HELP = """Generate answers for a dataset's prompts and score them against i
   swiftlike eval --adapters a1 a2 a3 --val_dataset eval.jsonl          # together, beside the base
   swiftlike eval --model_type smollm2-135m-instruct --val_dataset eval.jsonl
   swiftlike eval --ckpt_dir C --eval_backend lm_eval --tasks mmlu,ceval-valid,cmmlu
+  swiftlike eval --ckpt_dir RM_CHECKPOINT --val_dataset pairs.jsonl   # a reward model ranks preference pairs
 
 Metrics: BLEU-4 and ROUGE-1/2/L (jieba words, as LLaMA-Factory), exact match, and the loss and perplexity of the
-reference answers (teacher-forced). Writes eval_result/<time>/metrics.json and predictions.jsonl (into the
+reference answers (teacher-forced); for a reward model (--rlhf_type rm) the share of pairs whose chosen answer
+scores higher (accuracy), the mean margin and scores. Writes eval_result/<time>/metrics.json and predictions.jsonl (into the
 checkpoint for one local checkpoint, else --output_dir or the working directory) and records the metrics in an
 adapter checkpoint's swiftlike.json and model card."""
 

@@ -1,13 +1,15 @@
 """`swiftlike eval`: generate answers for a dataset's prompts and score them against the references (BLEU-4,
 ROUGE-1/2/L, exact match) with the teacher-forced loss and perplexity of the references; several adapters together
-on the batched multi-LoRA engine beside their base; benchmark suites through lm-evaluation-harness.
+on the batched multi-LoRA engine beside their base; benchmark suites through lm-evaluation-harness; reward models
+(`--rlhf_type rm` checkpoints) rank preference pairs instead.
 
     from swiftlike.eval import EvalArguments, evaluate
     outcome = evaluate(EvalArguments(ckpt_dir="output/…/checkpoint-50", val_dataset=["eval.jsonl"]))
     outcome.metrics["models"]["checkpoint-50"]["rouge-l"]
 
 Modules: arguments (the options), plan (inputs checked before any model loads), runner (the engine pass and the
-loss), scores (text metrics), harness (lm-eval), report (files and table), record (into the checkpoint).
+loss), scores (text metrics), harness (lm-eval), reward (reward models), report (files and table), record (into the
+checkpoint).
 """
 from __future__ import annotations
 
@@ -50,7 +52,13 @@ def evaluate(args: EvalArguments, *, progress: bool = True) -> Outcome:
     plan = make_plan(args)  # every input error, before the model loads
     root = _default_root(plan)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if args.eval_backend == "lm_eval":
+    backend = "reward" if plan.reward else args.eval_backend
+    if plan.reward:
+        from .reward import rank_all
+
+        models, predictions = rank_all(plan, progress)
+        extra = {}
+    elif args.eval_backend == "lm_eval":
         from .harness import run_harness
 
         models, extra = run_harness(plan), {"tasks": args.task_list()}
@@ -58,7 +66,7 @@ def evaluate(args: EvalArguments, *, progress: bool = True) -> Outcome:
     else:
         models, predictions = _native(plan, progress)
         extra = {"generation": args.generation() | {"seed": args.seed}}
-    metrics = {"created": started, "backend": args.eval_backend, "datasets": plan.datasets,
+    metrics = {"created": started, "backend": backend, "datasets": plan.datasets,
                "rows": len(plan.rows), **extra,
                "adapters": {s.name: str(s.path) for s in plan.adapters}, "models": models}
     out = write(result_dir(root), metrics, predictions)

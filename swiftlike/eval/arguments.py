@@ -18,7 +18,8 @@ class EvalArguments(SamplingArguments):
     adapters: list = arg([], "Several LoRA adapters (dirs, installed names or hub refs) on one base, evaluated "
                          "together in mixed-adapter batches, side by side with the base.")
     val_dataset: list = arg([], "Rows to evaluate (messages/sharegpt/alpaca; the last assistant turn is the "
-                            "reference), as for sft --dataset (FILE, FILE#N, a registered name).")
+                            "reference), as for sft --dataset (FILE, FILE#N, a registered name); for a reward "
+                            "model, preference pairs in any format rlhf reads.")
     output_dir: Optional[str] = arg(None, "Where eval_result/<time>/ goes (default: the checkpoint's dir for one "
                                     "local checkpoint, else the working directory).")
     eval_base: bool = arg(True, "Also evaluate the bare base model beside the adapters.")

@@ -30,6 +30,7 @@ class Plan:
     model_name: Optional[str] = None  # a full model given as --ckpt_dir (evaluated alone, as the base)
     model_path: Optional[Path] = None
     with_base: bool = True
+    reward: bool = False  # reward models (--rlhf_type rm): the rows are preference pairs, ranked (reward.py)
 
 
 def dataset_digest(name: str, rows: list) -> str:
@@ -75,17 +76,9 @@ def make_plan(args: EvalArguments) -> Plan:
     from ..checkpoint import check_base, is_adapter_dir, read_manifest, saved_args
     from ..infer import base_options
 
+    from .reward import is_reward_model, read_pairs
+
     args.check()
-    rows, datasets = [], []
-    if args.eval_backend == "native":
-        from .scores import check_installed
-
-        check_installed()
-        rows, datasets = read_rows(args.val_dataset)
-    if args.eval_backend == "lm_eval":
-        from .harness import check_tasks
-
-        check_tasks(args)
     opts = args.model_arguments()
     hint = opts.model_cache_dir or opts.model or opts.model_type
     resolved = []
@@ -94,20 +87,40 @@ def make_plan(args: EvalArguments) -> Plan:
         if not path.is_dir():
             raise SwiftlikeError(f"{text}: no such directory")
         resolved.append((text, path))
+    reward = [is_reward_model(p) for _, p in resolved]
+    if any(reward) and not all(reward):
+        text = next(t for (t, _), r in zip(resolved, reward) if not r)
+        raise SwiftlikeError(f"{text}: not a reward model; evaluate reward models (--rlhf_type rm) and "
+                             f"generating models in separate runs")
+    rows, datasets = [], []
+    if any(reward):
+        if args.eval_backend != "native":
+            raise SwiftlikeError("a reward model ranks preference pairs (--val_dataset); --eval_backend lm_eval "
+                                 "generates, which a reward model cannot")
+        rows, datasets = read_pairs(args.val_dataset)
+    elif args.eval_backend == "native":
+        from .scores import check_installed
+
+        check_installed()
+        rows, datasets = read_rows(args.val_dataset)
+    if args.eval_backend == "lm_eval":
+        from .harness import check_tasks
+
+        check_tasks(args)
     full = [(t, p) for t, p in resolved if not is_adapter_dir(p)]
     if full and len(resolved) > 1:
         raise SwiftlikeError(f"{full[0][0]}: a full model, not an adapter; evaluate full models one at a time "
                              f"(--ckpt_dir), adapters together (--adapters)")
     first = resolved[0][1] if resolved else None
     base = base_options(opts, first, saved_args(first) if first else {}, read_manifest(first) if first else {})
-    plan = Plan(args, rows, datasets, base, with_base=args.eval_base)
+    plan = Plan(args, rows, datasets, base, with_base=args.eval_base and not any(reward), reward=any(reward))
     if full:
         plan.model_name, plan.model_path, plan.with_base = full[0][1].name, full[0][1], False
         return plan
     taken = {"base"}
     base_type = base.model_type
     for text, path in resolved:
-        if args.eval_backend == "native":
+        if args.eval_backend == "native" and not plan.reward:
             from ..infer.lora import lora_config
 
             lora_config(path)  # LoRA only: DoRA and saved modules cannot be batched per row

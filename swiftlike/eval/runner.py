@@ -155,7 +155,7 @@ def reference_loss(session: Session, rows: list, batch_size: int = 8) -> None:
 
     items = []
     for m in session.models:
-        scorer = get_template(_marked(m.template.spec, m.template.source), session.tokenizer,
+        scorer = get_template(marked_template(m.template.spec, m.template.source), session.tokenizer,
                               system=m.template.system, loss_mode="last_round")
         for row in rows:
             ids, labels = _labelled(scorer, row)
@@ -195,7 +195,7 @@ def reference_loss(session: Session, rows: list, batch_size: int = 8) -> None:
                 m.loss_tokens += n
 
 
-def _marked(spec, source: str):
+def marked_template(spec, source: str):
     """A checkpoint's template text is the exported one, without `{% generation %}` markers; the registered
     template it was stripped from has them (the label mask training used)."""
     from ..registry import get_registry

@@ -27,6 +27,23 @@ def quiet_progress():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _no_load_report(quiet: bool):
+    """A reward model built on a causal LM always has a new score head and an unused LM head; transformers' load
+    report (a red MISSING/UNEXPECTED table) says so on every load. Errors still show."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
@@ -95,7 +112,7 @@ def load_model_tokenizer(model_type=None, model=None, *, model_cache_dir=None, h
     kwargs.update(model_kwargs or {})
     auto = AutoModelForSequenceClassification if task == "reward" else AutoModelForCausalLM
     try:
-        with quiet_progress():
+        with quiet_progress(), _no_load_report(task == "reward"):
             model_obj = auto.from_pretrained(resolved.path, **kwargs)
     except ValueError as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
