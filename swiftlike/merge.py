@@ -61,9 +61,10 @@ def check_mergeable(ckpt_dir, *, dequantize=False, force=False, options: ModelAr
     """(checkpoint dir, its saved args, the model options) of a LoRA checkpoint that can be merged, checked before
     anything loads: a QLoRA adapter (trained on a 4/8-bit base) only with `dequantize`."""
     from .adapters import resolve as resolve_adapter
-    from .checkpoint import PROMPT_LEARNING, adapter_config, read_manifest, saved_args
+    from .checkpoint import PROMPT_LEARNING, adapter_config, read_manifest, refuse_reward_model, saved_args
 
     ckpt = Path(resolve_adapter(ckpt_dir, force=force))  # an installed adapter's name or a hub reference works too
+    refuse_reward_model(ckpt)
     peft_type = adapter_config(ckpt).get("peft_type", "LORA")
     if peft_type in PROMPT_LEARNING:
         raise SwiftlikeError(f"{ckpt}: a {peft_type} adapter (virtual tokens) cannot be merged into the weights; "

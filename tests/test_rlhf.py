@@ -237,6 +237,17 @@ def test_eval_of_a_reward_model_refuses_what_it_cannot_rank(tiny_model, data, tm
         make_plan(EvalArguments(adapters=[ckpt, str(sft_ckpt)], val_dataset=[str(data / "pairs.jsonl")]))
     with pytest.raises(SwiftlikeError, match="lm_eval"):
         make_plan(EvalArguments(ckpt_dir=ckpt, eval_backend="lm_eval", tasks=["mmlu"]))
+    # loading its body as a language model would generate text with the score head dropped: refused in one line
+    for command in (["infer", "--ckpt_dir", ckpt, "--query", "hi"],
+                    ["merge-lora", "--ckpt_dir", ckpt, "--output_dir", tmp_path / "merged"]):
+        proc = _cli(*command)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "a reward model (--rlhf_type rm) scores answers" in proc.stderr and "swiftlike eval" in proc.stderr
+    assert not (tmp_path / "merged").exists()
+    from swiftlike.infer.lora import lora_config
+
+    with pytest.raises(SwiftlikeError, match="reward model .* cannot be served"):
+        lora_config(Path(ckpt))
 
 
 def test_grpo_with_a_plugin_reward(tiny_model, data, tmp_path, plugins):

@@ -24,7 +24,24 @@ __all__ = ["MANIFEST", "FORMAT", "ARGS", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "r
            "file_table", "walk_files", "check_manifest", "check_manifest_fields", "check_manifest_files",
            "parse_manifest", "read_manifest_bytes", "MAX_MANIFEST_BYTES", "unsafe_path_reason", "base_fingerprint",
            "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize",
-           "add_evaluation", "EVAL_RESULTS", "PROMPT_LEARNING"]
+           "add_evaluation", "EVAL_RESULTS", "PROMPT_LEARNING", "is_reward_model", "refuse_reward_model"]
+
+
+def is_reward_model(path) -> bool:
+    """A checkpoint saved by `--rlhf_type rm`: a score head on the body (in the adapter, or a full model)."""
+    return read_manifest(path).get("rlhf_type") == "rm" or saved_args(path).get("rlhf_type") == "rm"
+
+
+AS_LANGUAGE_MODEL = "be loaded as a language model (infer, chat, merge-lora, export)"
+
+
+def refuse_reward_model(path, doing: str = AS_LANGUAGE_MODEL) -> None:
+    """Generating, merging or exporting a reward model would load its body as a causal LM without its score head:
+    text comes out, and nothing says it is not what the checkpoint was trained to do. One line instead."""
+    if path is not None and is_reward_model(path):
+        raise SwiftlikeError(f"{path}: a reward model (--rlhf_type rm) scores answers and cannot {doing}; rank "
+                             f"preference pairs with `swiftlike eval --ckpt_dir {path} --val_dataset PAIRS`, or "
+                             f"train with it through `swiftlike rlhf --rlhf_type ppo --reward_model {path}`")
 
 
 def add_evaluation(directory, entry: dict) -> dict:

@@ -76,7 +76,8 @@ def make_plan(args: EvalArguments) -> Plan:
     from ..checkpoint import check_base, is_adapter_dir, read_manifest, saved_args
     from ..infer import base_options
 
-    from .reward import is_reward_model, read_pairs
+    from ..checkpoint import is_reward_model
+    from .reward import read_pairs
 
     args.check()
     opts = args.model_arguments()

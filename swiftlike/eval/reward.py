@@ -8,13 +8,6 @@ from __future__ import annotations
 from ..registry import SwiftlikeError
 
 
-def is_reward_model(path) -> bool:
-    """A checkpoint saved by `--rlhf_type rm` (an adapter with its score head, or a full model)."""
-    from ..checkpoint import read_manifest, saved_args
-
-    return read_manifest(path).get("rlhf_type") == "rm" or saved_args(path).get("rlhf_type") == "rm"
-
-
 def read_pairs(names: list) -> tuple[list, list]:
     """(canonical preference rows, dataset records); a file of other rows fails naming file:line and the formats."""
     from ..data import load_dataset

@@ -23,13 +23,14 @@ class Source:
 def check_source(ckpt_dir, *, dequantize=False, force=False, options: ModelArguments | None = None) -> Source:
     """The checkpoint to export, checked without loading weights (a QLoRA adapter needs `dequantize`)."""
     from ..adapters import resolve as resolve_adapter
-    from ..checkpoint import is_adapter_dir, read_manifest
+    from ..checkpoint import is_adapter_dir, read_manifest, refuse_reward_model
     from ..merge import check_mergeable
 
     opts = options or ModelArguments()
     ckpt = Path(resolve_adapter(ckpt_dir, force=force))
     if not ckpt.is_dir():
         raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
+    refuse_reward_model(ckpt)
     if not is_adapter_dir(ckpt):
         if not (ckpt / "config.json").is_file():
             raise SwiftlikeError(f"--ckpt_dir {ckpt}: neither a LoRA adapter (adapter_config.json) nor a model "

@@ -61,7 +61,7 @@ def load_checkpoint(ckpt_dir=None, *, force: bool = False, adapters=(), options:
 def resolve_checkpoint(ckpt_dir, *, force: bool, opts: ModelArguments):
     """(checkpoint dir or None, the base's ResolvedModel, model type): what load_checkpoint loads."""
     from ..adapters import resolve as resolve_adapter
-    from ..checkpoint import read_manifest, saved_args
+    from ..checkpoint import read_manifest, refuse_reward_model, saved_args
 
     opts.check_model_options()
     ckpt = None
@@ -70,6 +70,7 @@ def resolve_checkpoint(ckpt_dir, *, force: bool, opts: ModelArguments):
         ckpt = Path(resolve_adapter(ckpt_dir, base=base_hint, force=force))
         if not ckpt.is_dir():
             raise SwiftlikeError(f"--ckpt_dir {ckpt}: no such directory")
+        refuse_reward_model(ckpt)
     base = base_options(opts, ckpt, saved_args(ckpt) if ckpt else {}, read_manifest(ckpt) if ckpt else {})
     resolved = base.resolve_model()
     return ckpt, resolved, base.model_type or resolved.spec.name

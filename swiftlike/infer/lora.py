@@ -50,8 +50,9 @@ class ResidentAdapter:
 
 def lora_config(path: Path) -> dict:
     """adapter_config.json, refusing what the batched path cannot run."""
-    from ..checkpoint import PROMPT_LEARNING, adapter_config
+    from ..checkpoint import PROMPT_LEARNING, adapter_config, refuse_reward_model
 
+    refuse_reward_model(path, "be served or batched as a generating adapter")
     cfg = adapter_config(path)
     peft_type = cfg.get("peft_type", "LORA")
     if peft_type != "LORA":

@@ -566,11 +566,15 @@ class TrainingRecipe:
         lines = ["", "=" * 78, head,
                  f"  adapter:   {last}" if adapter else f"  model:     {last}",
                  f"  logs:      {self.out / 'logging.jsonl'}  (loss curve: {self.out / 'loss.png'})",
-                 f"  chat:      swiftlike infer --ckpt_dir {last}"]
-        if adapter:
-            lines.append(f"  merge:     swiftlike merge-lora --ckpt_dir {last}")
-        lines.append("=" * 78)
+                 *self.next_steps(last), "=" * 78]
         return "\n".join(lines)
+
+    def next_steps(self, last: Path) -> list[str]:
+        """What to run next on the checkpoint, for the summary."""
+        lines = [f"  chat:      swiftlike infer --ckpt_dir {last}"]
+        if self.tuner.requires_peft:
+            lines.append(f"  merge:     swiftlike merge-lora --ckpt_dir {last}")
+        return lines
 
 
 def _jsonable(o):

@@ -58,6 +58,10 @@ class RewardModelRecipe(PreferenceRecipe):
     def manifest_info(self) -> dict:
         return {**super().manifest_info(), "head": "reward (1 output)"}
 
+    def next_steps(self, last) -> list[str]:
+        return [f"  rank:      swiftlike eval --ckpt_dir {last} --val_dataset HELD_OUT_PAIRS.jsonl",
+                f"  ppo:       swiftlike rlhf --rlhf_type ppo --reward_model {last} --dataset PROMPTS …"]
+
 
 def reward_trainer():
     from trl import RewardTrainer
