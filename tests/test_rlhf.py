@@ -175,6 +175,22 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
     assert json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())["reward_model"] == str(ckpt)
 
 
+def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
+    """ms-swift's and TRL's --center_rewards_coefficient: the loss gains c * (r_chosen + r_rejected)^2. At learning
+    rate 0 both runs see the same rewards, so the logged losses differ by exactly that (one pair a step)."""
+    import swiftlike
+
+    def first_step(name, **kw):
+        run = swiftlike.rlhf(_args(tiny_model, tmp_path / name, rlhf_type="rm", dataset=str(data / "pairs.jsonl"),
+                                   learning_rate=0.0, max_steps=1, per_device_train_batch_size=1, **kw))
+        return next(r for r in _logs(run["run_dir"]) if "mean_reward" in r)
+
+    plain, centred = first_step("plain"), first_step("centred", center_rewards_coefficient=5.0)
+    assert centred["mean_reward"] == pytest.approx(plain["mean_reward"], abs=1e-6)
+    penalty = 5.0 * (2 * plain["mean_reward"]) ** 2
+    assert penalty > 1e-4 and centred["loss"] - plain["loss"] == pytest.approx(penalty, rel=1e-3, abs=1e-5)
+
+
 def test_eval_ranks_preference_pairs_with_a_reward_model(tiny_model, data, tmp_path, reward_model):
     """`swiftlike eval --ckpt_dir RM`: each answer scored as the trainer scores it (the sft template's tokens, the
     head at the last token) — the same numbers as scoring each sequence alone — for pairs in any preference format;

@@ -34,6 +34,8 @@ class RlhfArguments(TrainArguments):
     cpo_alpha: float = arg(1.0, "CPO/SimPO: weight of the NLL term on chosen answers (SimPO: 0 = pure SimPO).")
     simpo_gamma: float = arg(1.0, "SimPO: target reward margin.")
     reward_model: Optional[str] = arg(None, "PPO: a reward model trained with --rlhf_type rm (its checkpoint).")
+    center_rewards_coefficient: Optional[float] = arg(None, "RM: weight of a penalty on the squared sum of a pair's "
+                                                      "rewards, which keeps the rewards centred on 0 (e.g. 0.01).")
     reward_funcs: list = arg([], "GRPO: reward functions by name (swiftlike rewards list): accuracy, format, "
                              "length, or a plugin's.")
     num_generations: int = arg(4, "GRPO: completions sampled per prompt.")

@@ -46,7 +46,8 @@ class RewardModelRecipe(PreferenceRecipe):
         return super().apply_tuner(model)
 
     def stage_options(self) -> dict:
-        return dict(max_length=None, disable_dropout=True)
+        return dict(max_length=None, disable_dropout=True,
+                    center_rewards_coefficient=self.args.center_rewards_coefficient)
 
     @property
     def padding_free(self) -> bool:
