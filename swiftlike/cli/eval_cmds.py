@@ -17,9 +17,9 @@ EVAL_HELP = """Generate answers for a dataset's prompts and score them against i
 
 Metrics: BLEU-4 and ROUGE-1/2/L (jieba words, as LLaMA-Factory), exact match, and the loss and perplexity of the
 reference answers (teacher-forced); for a reward model (--rlhf_type rm) the share of pairs whose chosen answer
-scores higher (accuracy), the mean margin and scores. Writes eval_result/<time>/metrics.json and predictions.jsonl (into the
-checkpoint for one local checkpoint, else --output_dir or the working directory) and records the metrics in an
-adapter checkpoint's swiftlike.json and model card."""
+scores higher (accuracy), the mean margin and scores. Writes eval_result/<time>/metrics.json and
+predictions.jsonl (into the checkpoint for one local checkpoint, else --output_dir or the working directory) and
+records the metrics in an adapter checkpoint's swiftlike.json and model card."""
 
 
 @command_for(EvalArguments, "eval", short_help="Score checkpoints or adapters on a dataset or benchmark.",

@@ -73,10 +73,8 @@ def _unique(name: str, taken: set) -> str:
 def make_plan(args: EvalArguments) -> Plan:
     """Check everything that can be checked without loading a model."""
     from ..adapters import resolve
-    from ..checkpoint import check_base, is_adapter_dir, read_manifest, saved_args
+    from ..checkpoint import check_base, is_adapter_dir, is_reward_model, read_manifest, saved_args
     from ..infer import base_options
-
-    from ..checkpoint import is_reward_model
     from .reward import read_pairs
 
     args.check()

@@ -2,7 +2,7 @@
 scored, and a pair counts as ranked right when the chosen answer scores higher. The pairs are read, checked and
 encoded exactly as `--rlhf_type rm` trained on them (any preference format, `file:line` errors, the checkpoint's
 template), and each sequence is scored the way the trainer scored it (right-padded batches through the
-sequence-classification head), so the accuracy here is the one training logged on its validation pairs."""
+sequence-classification head, read at the last token)."""
 from __future__ import annotations
 
 from ..registry import SwiftlikeError
@@ -76,8 +76,9 @@ def _score(plan, source, progress: bool) -> list:
                                    trust_remote_code=args.trust_remote_code)
     spec, system = checkpoint_template(source.path, template=args.template, system=args.system,
                                        default=resolved.spec.template)
-    template = get_template(spec, tok)
-    template = get_template(marked_template(spec, template.source), tok, system=system, loss_mode="last_round")
+    # the checkpoint's template text lost its generation markers at export: the answer span needs the registered one
+    spec = marked_template(spec, get_template(spec, tok).source)
+    template = get_template(spec, tok, system=system, loss_mode="last_round")
     sequences = []
     for row in plan.rows:
         try:
