@@ -145,7 +145,8 @@ report_to: none
     # LLaMA-Factory writes into output_dir itself: 6 + 6 rows, batch 2 -> 6 steps; the last step is saved
     assert (out / "checkpoint-6" / "adapter_model.safetensors").exists() and (out / "checkpoint-4").exists()
     args = json.loads((out / "args.json").read_text())
-    assert args["dataset"] == ["ident_alpaca#6", "ident_chat#6"] and args["max_length"] == 128
+    assert args["dataset"] == ["ident_alpaca", "ident_chat"] and args["max_samples"] == 6
+    assert args["max_length"] == 128
     assert args["train_type"] == "lora" and args["target_modules"] == "all-linear" and args["lora_dropout"] == 0
     cfg = json.loads((out / "checkpoint-6" / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and cfg["lora_alpha"] == 8
@@ -164,7 +165,7 @@ def test_llamafactory_yaml_refusals(tiny_model, tmp_path):
     assert proc.returncode == 1 and "stage 'dpo'" in proc.stderr
     yaml.write_text(base + "dataset: ident_dpo\noutput_dir: " + str(tmp_path / "o") + "\n")
     proc = _cli("sft", yaml)
-    assert proc.returncode == 1 and "ident_dpo" in proc.stderr and "ranking" in proc.stderr
+    assert proc.returncode == 1 and "ident_dpo" in proc.stderr and "is preference data" in proc.stderr
     assert not (tmp_path / "o").exists()  # refused before a run directory was made
 
 

@@ -81,14 +81,58 @@ def test_num_samples(specs):
     assert len(train("sampled#5", specs)) == 5  # the argument's #N wins
 
 
+def test_max_samples_keeps_each_datasets_first_rows(specs):
+    """LLaMA-Factory's max_samples: at most N rows of each dataset, its first ones; never repeats rows."""
+    rows = train("renamed_alpaca", specs)
+    assert len(rows) >= 2
+    assert train("renamed_alpaca", specs, max_samples=1) == rows[:1]
+    assert train("renamed_alpaca", specs, max_samples=1000) == rows
+    folder = train("folder_data", specs)
+    assert train(["renamed_alpaca", "folder_data"], specs, max_samples=1) == rows[:1] + folder[:1]  # each dataset
+
+
 def test_file_name_is_a_directory(specs):
     assert specs["folder_data"].path == str(LF / "folder")
     rows = train("folder_data", specs)
     assert sorted(r["messages"][0]["content"] for r in rows) == ["a", "c"]
 
 
+def test_ranking_and_kto_entries_are_rlhf_data(specs):
+    """LLaMA-Factory's preference (`ranking: true`) and KTO (`kto_tag`) entries feed `swiftlike rlhf`."""
+    alpaca = train("dpo_demo", specs, kind="preference")
+    assert [(r["messages"], r["chosen"], r["rejected"]) for r in alpaca] == [
+        ([{"role": "user", "content": "What is AI?"}], "Artificial intelligence.", "No idea.")]
+    sharegpt = train("dpo_sharegpt", specs, kind="preference")
+    assert [(r["messages"], r["chosen"], r["rejected"]) for r in sharegpt] == [
+        ([{"role": "user", "content": "Name a colour."}], "Blue.", "Seven."),
+        ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+          {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Capital of France?"}],
+         "Paris.", "Rome.")]
+    kto = train("kto_demo", specs, kind="kto")
+    assert [(r["messages"], r["completion"], r["label"]) for r in kto] == [
+        ([{"role": "user", "content": "Name a colour."}], "Blue.", True),
+        ([{"role": "user", "content": "Name a colour."}], "Seven.", False)]
+    # KTO also reads a ranking entry, each pair as a desirable and an undesirable row
+    assert [(r["completion"], r["label"]) for r in train("dpo_sharegpt", specs, kind="kto")][:2] == [
+        ("Blue.", True), ("Seven.", False)]
+    for name, kind, words in [("dpo_demo", "sft", "is preference data (chosen/rejected pairs); train on it with "
+                                                   "`swiftlike rlhf --rlhf_type dpo"),
+                              ("kto_demo", "sft", "is KTO feedback data (kto_tag); train on it with `swiftlike rlhf "
+                                                  "--rlhf_type kto`"),
+                              ("kto_demo", "preference", "is KTO feedback data (kto_tag), not the preference rows"),
+                              ("dpo_demo", "text", "is preference data (chosen/rejected pairs), not the text rows")]:
+        with pytest.raises(DatasetError) as info:
+            train(name, specs, kind=kind)
+        assert f"dataset {name!r} {words}" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pretraining_reads_an_alpaca_entrys_prompt_column(specs):
+    """LLaMA-Factory's pretraining entries map their text column to `prompt` (c4_demo: `{"prompt": "text"}`)."""
+    assert [r["text"] for r in train("c4_demo", specs, kind="text")] == ["The cat sat on the mat.",
+                                                                        "Rain fell all day."]
+
+
 @pytest.mark.parametrize("name,reason", [
-    ("dpo_demo", "ranking: true is preference (chosen/rejected) data"),
     ("mllm_demo", "columns.images: multimodal data; swiftlike trains text-only models"),
     ("missing_file", f"file_name 'nowhere.json': {LF / 'nowhere.json'} does not exist"),
 ])
@@ -101,7 +145,6 @@ def test_unusable_entries_fail_when_used(specs, name, reason):
 
 
 @pytest.mark.parametrize("entry,reason", [
-    ({"file_name": "d.jsonl", "columns": {"kto_tag": "tag"}}, "columns.kto_tag: KTO feedback data"),
     ({"file_name": "d.jsonl", "columns": {"videos": "v"}}, "columns.videos: multimodal data"),
     ({"file_name": "d.jsonl", "formatting": "pretrain"}, "formatting 'pretrain' is not supported"),
     ({"file_name": "d.jsonl", "lang": "en"}, "unknown key(s) lang"),

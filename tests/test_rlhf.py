@@ -418,3 +418,21 @@ def test_trl_stages_keep_gradient_checkpointing_as_asked(tiny_model, data, tmp_p
         assert not [str(w.message) for w in seen if str(w.message).startswith("`gradient_checkpointing")]
         assert recipe.trainer.args.gradient_checkpointing is asked
         recipe.discard_output()
+
+
+@pytest.mark.parametrize("stage, dataset, metric", [("dpo", "dpo_sharegpt,dpo_demo", "rewards/margins"),
+                                                    ("kto", "kto_demo", "kl")])
+def test_llamafactory_preference_yaml_with_its_dataset_info(tiny_model, tmp_path, stage, dataset, metric):
+    """LLaMA-Factory's dpo/kto YAMLs name `ranking: true` / `kto_tag` entries of its dataset_info.json."""
+    out = tmp_path / "saves"
+    yaml = tmp_path / f"{stage}.yaml"
+    yaml.write_text(f"model_name_or_path: {tiny_model}\nstage: {stage}\ndo_train: true\nfinetuning_type: lora\n"
+                    f"lora_target: all\npref_beta: 0.1\ndataset: {dataset}\ndataset_dir: "
+                    f"{Path(__file__).parent / 'data' / 'lf'}\ntemplate: smollm2\ncutoff_len: 256\nmax_samples: 1000\n"
+                    f"output_dir: {out}\nlogging_steps: 1\nper_device_train_batch_size: 2\nmax_steps: 1\n"
+                    "learning_rate: 1.0e-4\nreport_to: none\n")
+    proc = _cli("rlhf", yaml)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = json.loads((out / "args.json").read_text())
+    assert args["rlhf_type"] == stage and args["max_samples"] == 1000
+    assert any(metric in row for row in _logs(out))

@@ -11,7 +11,7 @@ from swiftlike.templates import SequenceTooLong, get_template, save_template, st
 from swiftlike.templates.jinja_env import render
 
 OFFICIAL = json.loads((Path(__file__).parent / "golden" / "official_templates.json").read_text(encoding="utf-8"))
-NAMES = ["default", "chatml", "qwen", "qwen2_5", "qwen3", "llama", "llama3", "chatglm2", "chatglm3", "glm4",
+NAMES = ["default", "chatml", "qwen", "qwen2_5", "qwen3", "qwen3_nothink", "llama", "llama3", "chatglm2", "chatglm3", "glm4",
          "baichuan2", "yi", "internlm2", "deepseek", "mistral", "gemma", "phi3", "smollm2"]
 
 S = {"role": "system", "content": "You are a pirate."}
@@ -66,6 +66,15 @@ GOLDEN = {
         'system_single': '<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHi there<|im_end|>\n',
         'prompt': '<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n',
         'system_multi_prompt': '<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n',
+    },
+    # LLaMA-Factory 0.9.5's qwen3_nothink, from its formatter slots: user "<|im_start|>user\n{{content}}<|im_end|>\n
+    # <|im_start|>assistant\n", assistant "{{content}}<|im_end|>\n", system "<|im_start|>system\n{{content}}<|im_end|>\n"
+    'qwen3_nothink': {
+        'single': '<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n',
+        'multi': '<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n I am\nan assistant <|im_end|>\n',
+        'system_single': '<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n',
+        'prompt': '<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n',
+        'system_multi_prompt': '<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n',
     },
     'llama': {
         'single': '<s>[INST] Hello [/INST] Hi there </s>',
@@ -206,11 +215,13 @@ def test_qwen_tools_render_like_official():
     messages = [U1, {"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
         {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "It is sunny."}]
-    for name in ("qwen2_5", "qwen3"):
+    for name in ("qwen2_5", "qwen3", "qwen3_nothink"):
         tpl = get_template(name)
         ctx = {**_ctx(tpl, messages, False), "tools": tools}
         text, spans = tpl.render_with_spans(messages, tools=tools, inject_system=False)
-        assert text == render(OFFICIAL[name]["chat_template"], ctx)[0]
+        # qwen3_nothink: Qwen3's tools and tool turns, without the empty <think> block before the last answer
+        official = render(OFFICIAL["qwen3" if name == "qwen3_nothink" else name]["chat_template"], ctx)[0]
+        assert text == (official.replace("<think>\n\n</think>\n\n", "") if name == "qwen3_nothink" else official)
         assert '"description": "Weather <now> & later"' in text  # tojson must not HTML-escape
         assert [text[s:e] for s, e in spans][-1] == "It is sunny.<|im_end|>"
         assert "<tool_call>" in text[spans[0][0]:spans[0][1]]
@@ -233,7 +244,7 @@ def test_spans_cover_replies_and_end_tokens(name):
     first, second = (text[s:e] for s, e in spans)
     assert "Hi there" in first and "Hello" not in first and "Who are you" not in first
     assert "an assistant" in second and "Who are you" not in second
-    ends = {"chatml": "<|im_end|>", "qwen": "<|im_end|>", "qwen2_5": "<|im_end|>", "qwen3": "<|im_end|>",
+    ends = {"chatml": "<|im_end|>", "qwen": "<|im_end|>", "qwen2_5": "<|im_end|>", "qwen3": "<|im_end|>", "qwen3_nothink": "<|im_end|>",
             "yi": "<|im_end|>", "internlm2": "<|im_end|>", "smollm2": "<|im_end|>", "llama": "</s>",
             "mistral": "</s>", "llama3": "<|eot_id|>", "gemma": "<end_of_turn>", "phi3": "<|end|>",
             "deepseek": "<｜end▁of▁sentence｜>", "chatglm3": "<|user|>", "glm4": "<|user|>", "default": "\n\n",

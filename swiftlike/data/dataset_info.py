@@ -8,10 +8,11 @@ file or a directory), `hf_hub_url`, `ms_hub_url`, `formatting` (alpaca | sharegp
 `num_samples`, `columns` and `tags`. ms-swift's form is a list of entries with `dataset_path` / `ms_dataset_id` /
 `hf_dataset_id`, `dataset_name`, `subsets`, `split` and `columns` (a rename map to its standard columns).
 
-An entry swiftlike cannot train on (preference or KTO data, multimodal columns, loading scripts, unknown keys) is
-kept as a spec whose use raises a one-line DatasetError naming the json and the entry, so the stock
-LLaMA-Factory file, which defines such entries too, still serves its usable ones. The entry's default subset and
-`num_samples` travel in `DatasetSpec.extra`.
+An entry swiftlike cannot train on (multimodal columns, loading scripts, unknown keys) is kept as a spec whose use
+raises a one-line DatasetError naming the json and the entry, so the stock LLaMA-Factory file, which defines such
+entries too, still serves its usable ones. The entry's default subset, `num_samples` and, for preference
+(`ranking: true`) or KTO (`kto_tag`) data, its `kind` travel in `DatasetSpec.extra`: such data feeds
+`swiftlike rlhf`, and sft refuses it in one line.
 """
 from __future__ import annotations
 
@@ -80,9 +81,10 @@ def _lf_entry(name: str, entry, base: Path) -> DatasetSpec:
     fmt = entry.get("formatting") or "alpaca"
     if fmt not in LF_COLUMNS:
         raise _Unusable(f"formatting {fmt!r} is not supported; use alpaca or sharegpt")
-    if entry.get("ranking"):
-        raise _Unusable("ranking: true is preference (chosen/rejected) data; swiftlike trains sft rows only")
-    columns = _lf_columns(_object(entry, "columns"), fmt)
+    columns = _object(entry, "columns")
+    # `ranking: true` rows are chosen/rejected pairs and `kto_tag` rows KTO feedback: data for `swiftlike rlhf`
+    kind = "preference" if entry.get("ranking") else "kto" if columns.get("kto_tag") else None
+    columns = _lf_columns(columns, fmt, kind)
     tags = _object(entry, "tags")
     bad_tags = sorted(set(tags) - set(SHAREGPT_TAGS))
     if bad_tags:
@@ -106,29 +108,40 @@ def _lf_entry(name: str, entry, base: Path) -> DatasetSpec:
     subset = f"{folder}/{subset}" if folder and subset else folder or subset
     return DatasetSpec(name, hf=hf, ms=ms, path=path, format=fmt, split=_text(entry, "split") or "train",
                        subsets=[subset] if subset else [], columns=columns, roles=roles,
-                       extra={"subset": subset, "num_samples": _num_samples(entry.get("num_samples"))})
+                       extra={"subset": subset, "num_samples": _num_samples(entry.get("num_samples")),
+                              **({"kind": kind} if kind else {}), **_pretrain_columns(entry, fmt)})
 
 
-def _lf_columns(columns: dict, fmt: str) -> dict:
-    """LLaMA-Factory's `columns` (its column -> the data's column) as a swiftlike rename map (data -> swiftlike)."""
+def _pretrain_columns(entry: dict, fmt: str) -> dict:
+    """LLaMA-Factory pretrains on an alpaca entry's prompt column (`columns: {"prompt": "text"}`, default
+    `instruction`): the rename `swiftlike pt` uses instead of the sft one."""
+    if fmt != "alpaca":
+        return {}
+    prompt = (entry.get("columns") or {}).get("prompt") or "instruction"
+    return {"text_columns": {prompt: "text"}} if isinstance(prompt, str) else {}
+
+
+def _lf_columns(columns: dict, fmt: str, kind: Optional[str] = None) -> dict:
+    """LLaMA-Factory's `columns` (its column -> the data's column) as a swiftlike rename map (data -> swiftlike);
+    `kind` "preference" (ranking) also maps `chosen`/`rejected`, "kto" maps `kto_tag`."""
     for key in ("images", "videos", "audios"):
         if columns.get(key):
             raise _Unusable(f"columns.{key}: multimodal data; swiftlike trains text-only models")
-    if columns.get("kto_tag"):
-        raise _Unusable("columns.kto_tag: KTO feedback data; swiftlike trains sft rows only")
+    own = dict(LF_COLUMNS[fmt], **{"preference": {"chosen": "chosen", "rejected": "rejected"},
+                                   "kto": {"kto_tag": "kto_tag"}}.get(kind, {}))
     other = "sharegpt" if fmt == "alpaca" else "alpaca"
     out = {}
     for key, source in columns.items():
-        if key in LF_COLUMNS[fmt]:
+        if key in own:
             if source is not None and not isinstance(source, str):
                 raise _Unusable(f"columns.{key} must be a column name")
-            if source and source != LF_COLUMNS[fmt][key]:
-                out[source] = LF_COLUMNS[fmt][key]
+            if source and source != own[key]:
+                out[source] = own[key]
         elif key in LF_COLUMNS[other]:
             raise _Unusable(f"columns.{key} is a {other} column but formatting is {fmt}; set \"formatting\": "
                             f"\"{other}\" or use {', '.join(LF_COLUMNS[fmt])}")
         elif key not in _LF_OTHER_COLUMNS:  # chosen/rejected without ranking are unused, as in LLaMA-Factory
-            raise _Unusable(f"unknown column key {key!r}; expected {', '.join(LF_COLUMNS[fmt])}")
+            raise _Unusable(f"unknown column key {key!r}; expected {', '.join(own)}")
     return out
 
 

@@ -107,7 +107,8 @@ def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dic
                 prompts: bool = False, kind: str = "sft"):
     """All rows of a resolved source; `fmt` / `columns` from the caller override the registry's."""
     fmt = fmt or source.format
-    columns = {**(source.columns or {}), **(columns or {})}
+    own = source.text_columns if kind == "text" and source.text_columns is not None else source.columns
+    columns = {**(own or {}), **(columns or {})}
     if source.loader is not None:
         records = [Record(f"{source.name}[#{i}]", r) if isinstance(r, dict)
                    else Record(f"{source.name}[#{i}]", None, f"expected an object, got {type(r).__name__}")
@@ -141,6 +142,7 @@ def _read(text: str, *, seed: int, format, columns, hub, cache_dir, split: str =
     ref = parse_dataset(text)
     source = resolve(ref, hub=hub, cache_dir=cache_dir, split=split, loader_kwargs=loader_kwargs,
                      dataset_info=dataset_info)
+    _check_kind(source, kind, prompts)
     rows, problems = read_source(source, format, columns, prompts=prompts, kind=kind)
     read = len(rows)
     n = ref.n if ref.n is not None else source.n
@@ -148,6 +150,21 @@ def _read(text: str, *, seed: int, format, columns, hub, cache_dir, split: str =
         # Seeded by the argument too, so a dataset's sample does not depend on what it is mixed with.
         rows = sample_rows(rows, n, random.Random(f"{seed}/{ref.text}"), keep_order=prompts)
     return rows, problems, read
+
+
+_KIND_WORDS = {"preference": "preference data (chosen/rejected pairs)", "kto": "KTO feedback data (kto_tag)"}
+
+
+def _check_kind(source: Source, kind: str, prompts: bool) -> None:
+    """A dataset defined as preference or KTO data, asked for by a stage that reads something else: one line."""
+    if source.kind is None or prompts or kind == source.kind or (kind == "kto" and source.kind == "preference"):
+        return  # KTO reads a pair as a desirable and an undesirable row
+    if kind == "sft":
+        use = "--rlhf_type kto" if source.kind == "kto" else "--rlhf_type dpo (or orpo, simpo, cpo, rm, kto)"
+        raise DatasetError(f"dataset {source.name!r} is {_KIND_WORDS[source.kind]}; train on it with "
+                           f"`swiftlike rlhf {use}`")
+    raise DatasetError(f"dataset {source.name!r} is {_KIND_WORDS[source.kind]}, not the {kind} rows this stage "
+                       "reads" + ("; use it with --rlhf_type kto" if source.kind == "kto" else ""))
 
 
 def read_dataset(text: str, *, seed: int = 42, format: Optional[str] = None, columns: Optional[dict] = None,
@@ -176,14 +193,16 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
                  split_dataset_ratio: float = 0.0, seed: int = 42, shuffle: bool = True,
                  format: Optional[str] = None, columns: Optional[dict] = None, skip_bad_rows: bool = False,
                  model_name=None, model_author=None, hub: Optional[str] = None, cache_dir=None,
-                 dataset_info: Optional[dict] = None, kind: str = "sft") -> DatasetSplits:
+                 dataset_info: Optional[dict] = None, kind: str = "sft",
+                 max_samples: Optional[int] = None) -> DatasetSplits:
     """Train (and val) rows from dataset arguments, checked before any training starts.
 
     Several datasets are concatenated then shuffled with `seed`. Without `val_dataset`, `split_dataset_ratio`
     splits val off the train rows. Bad rows raise one DatasetError listing them, or are skipped (counted in
     `.skipped`, logged once) with skip_bad_rows=True, unless they are more than half of the rows read.
     `dataset_info` (read_dataset_info) defines names that resolve before the registry's. `kind`: sft rows, or
-    the rows of another stage (preference, kto, text, rl: see swiftlike.data.preference).
+    the rows of another stage (preference, kto, text, rl: see swiftlike.data.preference). `max_samples` keeps
+    each dataset argument's first rows (LLaMA-Factory's max_samples; `#N` samples, and repeats past the end).
     """
     opts = dict(seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir, dataset_info=dataset_info,
                 model_name=model_name, model_author=model_author, kind=kind)
@@ -195,7 +214,7 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
         rows = []
         for text in [names] if isinstance(names, str) else list(names or []):
             got, bad, read = _read(text, split=split, **opts)
-            rows += got
+            rows += got[:max_samples] if max_samples else got
             good += read
             problems.extend(bad)
         return rows

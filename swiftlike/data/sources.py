@@ -55,6 +55,8 @@ class Source:
     columns: dict = field(default_factory=dict)
     roles: dict = field(default_factory=dict)  # sharegpt keys / role names, see swiftlike.data.formats
     n: Optional[int] = None  # rows to sample when the argument has no `#N` (dataset_info `num_samples`)
+    kind: Optional[str] = None  # "preference" or "kto" when the definition says so (LLaMA-Factory's ranking/kto_tag)
+    text_columns: Optional[dict] = None  # the rename pretraining uses instead of `columns` (LLaMA-Factory's prompt)
 
 
 def _exists(path: str) -> bool:
@@ -145,7 +147,8 @@ def _from_spec(spec: DatasetSpec, ref: DatasetRef, *, hub, cache_dir, split, loa
     except ValueError as err:
         raise DatasetError(f"dataset {spec.name!r} (plugin {spec.plugin}): {err}") from None
     common = dict(format=spec.format, columns=dict(spec.columns or {}), roles=dict(spec.roles or {}),
-                  n=extra.get("num_samples"))
+                  n=extra.get("num_samples"), kind=extra.get("kind"),
+                  text_columns=extra.get("text_columns"))
     split = split if split != "train" else (spec.split or "train")
     if spec.loader is not None:
         fn = resolve_callable(spec.loader)

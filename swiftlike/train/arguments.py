@@ -22,6 +22,8 @@ class TrainArguments(ModelArguments):
                         aliases=["custom_train_dataset_path", "train_dataset"])
     val_dataset: list = arg([], "Validation datasets (same syntax).", aliases=["custom_val_dataset_path"])
     train_dataset_sample: int = arg(-1, "Sample this many training rows (-1 = all).")
+    max_samples: int = arg(-1, "At most this many rows of each dataset, its first ones (LLaMA-Factory's "
+                               "max_samples; -1 = all).")
     split_dataset_ratio: float = arg(0.0, "Hold out this fraction of the training data for eval.",
                                      aliases=["dataset_test_ratio"])
     columns: Optional[str] = arg(None, "Rename columns: JSON {\"source\": \"target\"}.")

@@ -27,7 +27,7 @@ SAME = {
     "logging_steps", "save_steps", "save_total_limit", "save_strategy", "eval_strategy", "eval_steps", "seed",
     "report_to", "resume_from_checkpoint", "deepspeed", "fsdp", "fsdp_config", "neftune_noise_alpha", "loraplus_lr_ratio",
     "loraplus_lr_embedding", "packing", "trust_remote_code",
-    "cache_dir", "model_revision", "bf16", "fp16", "dataloader_num_workers", "logging_dir",
+    "cache_dir", "model_revision", "bf16", "fp16", "dataloader_num_workers", "logging_dir", "max_samples",
 }
 # decided by swiftlike itself (progress, caching, logging, housekeeping); nothing here changes what is trained
 IGNORED = {
@@ -41,7 +41,7 @@ IGNORED = {
 FINETUNING_TYPES = {"lora": "lora", "full": "full", "freeze": "freeze"}
 ATTENTION = {"auto": "auto", "sdpa": "sdpa", "fa2": "flash_attention_2", "disabled": "eager", "eager": "eager"}
 # LLaMA-Factory template names whose text is one of swiftlike's under another name
-TEMPLATES = {"qwen": "qwen2_5", "qwen3_nothink": "qwen3", "llama2": "llama", "intern2": "internlm2", "phi": "phi3"}
+TEMPLATES = {"qwen": "qwen2_5", "llama2": "llama", "intern2": "internlm2", "phi": "phi3"}
 MARKERS = {"finetuning_type", "model_name_or_path", "cutoff_len", "lora_target", "dataset_dir", "do_train"}
 
 
@@ -68,7 +68,6 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
         command = COMMAND_FOR_STAGE.get(got)
         raise SwiftlikeError(f"{source}: stage {got!r}; "
                              + (f"train it with `swiftlike {command}`" if command else "swiftlike has no such stage"))
-    max_samples = data.pop("max_samples", None)
     pissa_iter = data.pop("pissa_iter", 16)
     if data.pop("pissa_init", False):
         # LLaMA-Factory: pissa_iter FSVD iterations, -1 for the exact SVD
@@ -94,8 +93,7 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
         out["template"] = TEMPLATES.get(out["template"], out["template"])
     for key in ("dataset", "val_dataset"):
         if key in out:
-            names = _names(out[key])
-            out[key] = [f"{n}#{int(max_samples)}" for n in names] if max_samples and key == "dataset" else names
+            out[key] = _names(out[key])
     if "dataset" in out or "val_dataset" in out:
         # LLaMA-Factory resolves dataset names in DATASET_DIR/dataset_info.json (dataset_dir defaults to ./data)
         info = Path(dataset_dir or "data")

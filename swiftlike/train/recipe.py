@@ -239,7 +239,8 @@ class TrainingRecipe:
         self.splits = load_dataset(dataset, a.val_dataset or None, split_dataset_ratio=a.split_dataset_ratio,
                                    seed=a.seed, columns=columns, skip_bad_rows=a.skip_bad_rows,
                                    model_name=a.model_name or None, model_author=a.model_author or None,
-                                   hub=a.hub, **self.dataset_options())
+                                   hub=a.hub, max_samples=a.max_samples if a.max_samples > 0 else None,
+                                   **self.dataset_options())
 
     def encode_rows(self) -> None:
         self.train_data = self.encode(self.splits.train, train=True)
