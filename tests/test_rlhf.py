@@ -367,7 +367,28 @@ def test_adapters_from_another_base_are_refused(tiny_model, data, tmp_path, toke
     proc = _cli("rlhf", "--rlhf_type", "dpo", "--model", tiny_model, "--template", "smollm2", "--dataset",
                 data / "pairs.jsonl", "--adapters", sft["last_checkpoint"], "--output_dir", tmp_path / "out")
     assert proc.returncode == 1 and "other tiny-llama weights" in proc.stderr, proc.stderr
+    assert "--force" not in proc.stderr  # rlhf has no --force
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_reward_model_on_another_base_is_refused(tiny_model, data, tmp_path, tokenizer_dir, reward_model):
+    """A reward model's score head reads its own base's features: PPO and eval refuse it on other weights (both
+    scored silently before, eval at chance)."""
+    from tiny import make_tiny_model
+
+    other = make_tiny_model(tmp_path / "tiny-llama", tokenizer_dir, seed=7)
+    rm = reward_model["last_checkpoint"]
+    proc = _cli("rlhf", "--rlhf_type", "ppo", "--model", other, "--template", "smollm2", "--dataset",
+                data / "sums.jsonl", "--reward_model", rm, "--output_dir", tmp_path / "out")
+    assert proc.returncode == 1 and f"--reward_model {rm} was trained on other tiny-llama weights" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists(), proc.stderr
+    proc = _cli("eval", "--ckpt_dir", rm, "--model", other, "--val_dataset", data / "pairs.jsonl",
+                "--output_dir", tmp_path / "ev")
+    assert proc.returncode == 1 and "reward model was trained on other tiny-llama weights" in proc.stderr, proc.stderr
+    assert "(or pass --force)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = _cli("eval", "--ckpt_dir", rm, "--model", other, "--val_dataset", data / "pairs.jsonl",
+                "--output_dir", tmp_path / "ev", "--force")
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_dpo_resumes_after_kill_to_the_same_adapter(tiny_model, data, tmp_path):

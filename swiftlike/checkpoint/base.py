@@ -26,18 +26,18 @@ def base_fingerprint(model_dir) -> str:
 
 
 def check_base(manifest: dict, *, base_dir=None, base_model_type: str | None = None, fingerprint: str | None = None,
-               force: bool = False, where="adapter") -> None:
+               force: bool = False, where="adapter", force_hint: str = " (or pass --force)") -> None:
     """Refuse an adapter trained on another model type or other base weights. `fingerprint` (of the base) saves
-    hashing `base_dir` again when the caller has it."""
+    hashing `base_dir` again when the caller has it; `force_hint` is "" where the command has no --force."""
     if force or not manifest:
         return
     want_type = manifest.get("base_model_type")
     if want_type and base_model_type and want_type != base_model_type:
         raise SwiftlikeError(f"{where} was trained on {want_type!r}, the base model is {base_model_type!r}; "
-                             f"load it on {want_type} (or pass --force)")
+                             f"load it on {want_type}{force_hint}")
     want_fp = manifest.get("base_fingerprint")
     if want_fp and (fingerprint or base_dir is not None):
         have = fingerprint or base_fingerprint(base_dir)
         if have != want_fp:
             raise SwiftlikeError(f"{where} was trained on other {want_type or 'base'} weights (fingerprint "
-                                 f"{want_fp[:12]}…, this base {have[:12]}…); use the same base (or pass --force)")
+                                 f"{want_fp[:12]}…, this base {have[:12]}…); use the same base{force_hint}")

@@ -72,6 +72,11 @@ def _score(plan, source, progress: bool) -> list:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     resolved = plan.base.resolve_model()
+    if source.manifest.get("base_fingerprint") and not args.force:  # scores read the base's features: its own base
+        from ..checkpoint import base_fingerprint, check_base
+
+        check_base(source.manifest, base_model_type=plan.base.model_type or resolved.spec.name,
+                   fingerprint=base_fingerprint(resolved.path), where=f"{source.given}: reward model")
     model, tok = load_reward_model(source.path, base=resolved.path, dtype=args.torch_dtype,
                                    trust_remote_code=args.trust_remote_code)
     spec, system = checkpoint_template(source.path, template=args.template, system=args.system,

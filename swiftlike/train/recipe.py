@@ -202,7 +202,8 @@ class TrainingRecipe:
                                      f"are resolved by `swiftlike.sft`/`rlhf` and the CLI)")
         adapter_config(path)
         check_base(read_manifest(path), base_model_type=self.model_type,
-                   fingerprint=base_fingerprint(self.resolved.path), where=f"--adapters {source}")
+                   fingerprint=base_fingerprint(self.resolved.path), where=f"--adapters {source}",
+                   force_hint="")
         return path
 
     def setup_tokenizer(self) -> None:

@@ -4,6 +4,8 @@ value model (initialised from that reward model) estimates returns — TRL's PPO
 base with the adapter disabled."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...registry import SwiftlikeError
 from ..atomic_checkpoints import AtomicCheckpoints
 from .preference import PreferenceRecipe
@@ -25,12 +27,19 @@ class PpoRecipe(PreferenceRecipe):
         from ...checkpoint import read_manifest, saved_args
 
         given = self.args.reward_model
-        from pathlib import Path
-
         path = Path(given).expanduser()
         if not path.is_dir() or (read_manifest(path).get("rlhf_type") != "rm"
                                  and saved_args(path).get("rlhf_type") != "rm"):
             raise SwiftlikeError(f"--reward_model {given}: not a reward model (a checkpoint of --rlhf_type rm)")
+
+    def resolve(self) -> None:
+        """The reward model was trained on this base: its score head reads these weights' features."""
+        super().resolve()
+        from ...checkpoint import base_fingerprint, check_base, read_manifest
+
+        given = self.args.reward_model
+        check_base(read_manifest(Path(given).expanduser()), base_model_type=self.model_type,
+                   fingerprint=base_fingerprint(self.resolved.path), where=f"--reward_model {given}", force_hint="")
 
     def config_class(self):
         from trl.experimental.ppo import PPOConfig
