@@ -78,8 +78,13 @@ def test_kto_text_and_rl_rows(tmp_path):
     rl = load_dataset(str(_write(tmp_path / "rl.jsonl", [
         {"messages": [{"role": "user", "content": "2+2?"}], "solution": "4"},
         {"query": "3+3?", "response": "6"},
+        {"prompt": "4+4?", "solution": "8"},  # TRL's prompt-only rows
+        {"prompt": [{"role": "user", "content": "5+5?"}]},
+        {"problem": "6+6?", "solution": "12"},  # ms-swift's math sets
+        {"question": "7+7?", "solution": "14"},
     ])), kind="rl", shuffle=False).train
-    assert [(r["messages"][-1]["content"], r["solution"]) for r in rl] == [("2+2?", "4"), ("3+3?", "6")]
+    assert [(r["messages"][-1]["content"], r["solution"]) for r in rl] == [
+        ("2+2?", "4"), ("3+3?", "6"), ("4+4?", "8"), ("5+5?", None), ("6+6?", "12"), ("7+7?", "14")]
 
 
 def test_a_pair_encodes_to_the_tokens_sft_trains_on(tokenizer_dir):
@@ -121,3 +126,18 @@ def test_a_prompt_that_leaves_no_room_is_refused(tokenizer_dir):
         encode_pair(tpl, row, 64)
     kept = encode_pair(tpl, row, 64, truncation="left")
     assert len(kept["prompt_ids"]) + max(len(kept["chosen_ids"]), len(kept["rejected_ids"])) == 64
+
+
+def test_kto_from_pairs_samples_and_splits_whole_pairs(tmp_path):
+    """A pair read by KTO is two rows (desirable, undesirable) from one source row: `#N` samples N pairs and
+    --split_dataset_ratio puts both halves on one side (a prompt in train and val would leak)."""
+    pairs = _write(tmp_path / "pairs.jsonl", [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "good"}],
+         "rejected_response": "bad"} for i in range(20)])
+    split = load_dataset(str(pairs), split_dataset_ratio=0.2, kind="kto")
+    prompts = [{r["messages"][-1]["content"] for r in rows} for rows in (split.train, split.val)]
+    assert len(split.val) == 8 and len(prompts[1]) == 4 and not prompts[0] & prompts[1]
+    sampled = load_dataset(f"{pairs}#5", kind="kto").train
+    assert len(sampled) == 10 and sorted(r["label"] for r in sampled) == [False] * 5 + [True] * 5
+    assert len({r["messages"][-1]["content"] for r in sampled}) == 5
+

@@ -168,11 +168,18 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
     ids = tok(["I am Nova.", "I am SmolLM."], return_tensors="pt", padding=True)
     with torch.no_grad():
         assert model(**ids).logits.shape == (2, 1)
+    # with validation prompts (TRL samples answers to them while training; there is no evaluation loss to end on)
     ppo = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
-                               reward_model=str(ckpt), max_completion_length=6))
+                               reward_model=str(ckpt), max_completion_length=6, split_dataset_ratio=0.25))
     assert (ppo["last_checkpoint"] / "adapter_model.safetensors").exists()
     assert any("objective/kl" in r for r in _logs(ppo["run_dir"]))
-    assert json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())["reward_model"] == str(ckpt)
+    manifest = json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())
+    assert manifest["reward_model"] == str(ckpt) and "loss/policy_avg" in manifest["metrics"]
+    assert (ppo["run_dir"] / "loss.png").exists()  # PPO's policy loss
+    strict = {"parse_constant": lambda c: pytest.fail(f"{c} in JSON")}  # PPO logs NaN variances on tiny batches
+    json.loads((ppo["run_dir"] / "metrics.json").read_text(), **strict)
+    for line in (ppo["run_dir"] / "logging.jsonl").read_text().splitlines():
+        json.loads(line, **strict)
 
 
 def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
@@ -266,6 +273,20 @@ def test_eval_of_a_reward_model_refuses_what_it_cannot_rank(tiny_model, data, tm
         lora_config(Path(ckpt))
 
 
+def test_builtin_rewards():
+    """accuracy: the solution as the answer or, for a number, as a whole number in it; format: a regex over the whole
+    answer; length: 1 at the target word count."""
+    from swiftlike.train.rlhf.rewards import accuracy, format_reward, length
+
+    answers = ["3", "It is 3.", "x = 3, done", "-3", "1e3", "3/4", "3,000", "3.5", "13", "33", "no"]
+    assert accuracy(answers, solution="3") == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert accuracy(["It is -3.", "3", "-3.5"], solution="-3") == [1, 0, 0]
+    assert accuracy(["Paris, of course", "paris", "Rome"], solution="Paris") == [1, 1, 0]
+    assert accuracy(["3"], solution=None) == [0]
+    assert format_reward(["<a>1</a>", "1"], pattern=r"<a>\d</a>") == [1, 0]
+    assert length(["one two", "one two three four", ""], target=2) == [1, 0, 0]
+
+
 def test_grpo_with_a_plugin_reward(tiny_model, data, tmp_path, plugins):
     import swiftlike
 
@@ -341,6 +362,10 @@ def test_pt_packs_documents_apart(tiny_model, tmp_path):
     (["--rlhf_type", "ppo"], "--rlhf_type ppo needs --reward_model"),
     (["--rlhf_type", "ppo", "--reward_model", "{ckpt}"], "not a reward model"),
     (["--rlhf_type", "dpo", "--dataset", "{sft}"], "not a preference row (keys: messages): no rejected answer"),
+    (["--rlhf_type", "dpo", "--loss_type", "sigmod"], "--loss_type 'sigmod': --rlhf_type dpo takes sigmoid, ipo"),
+    (["--rlhf_type", "kto", "--per_device_train_batch_size", "1"], "--rlhf_type kto needs "
+                                                                   "--per_device_train_batch_size 2 or more"),
+    (["--rlhf_type", "ppo", "--reward_model", "{ckpt}", "--resume_from_checkpoint", "last"], "cannot resume"),
 ])
 def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path, flags, message):
     ckpt = tmp_path / "not-rm"
@@ -354,6 +379,67 @@ def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path,
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(rlhf_type="dpo", loss_type=["sigmoid", "hinj"]), "--loss_type 'hinj': --rlhf_type dpo takes sigmoid, ipo, "
+                                                           "hinge"),
+    (dict(rlhf_type="dpo", loss_type=["hinge"]), None),
+    (dict(rlhf_type="kto", loss_type=["sigmoid"]), "--rlhf_type kto takes kto, apo_zero_unpaired"),
+    (dict(rlhf_type="kto", per_device_train_batch_size=1, loss_type=["apo_zero_unpaired"]), None),  # no KL term
+    (dict(rlhf_type="cpo", loss_type=["sigmoid", "hinge"]), "only DPO adds several losses up"),
+    (dict(rlhf_type="orpo", loss_type=["sigmoid"]), "--rlhf_type orpo has one loss and takes no --loss_type"),
+    (dict(rlhf_type="grpo", loss_type=["grpo"]), None),
+    (dict(rlhf_type="grpo", num_generations=3), "--num_generations 3: GRPO compares 2 or more answers per prompt, "
+                                                "and a generation batch (per-device batch x gradient accumulation "
+                                                "x processes = 4) holds whole groups"),
+    (dict(rlhf_type="grpo", num_generations=1), "--num_generations 1"),
+    (dict(rlhf_type="grpo", temperature=0.0), "--temperature 0: GRPO and PPO sample their answers"),
+    (dict(rlhf_type="grpo", reward_format="("), "--reward_format '(': not a regular expression"),
+    (dict(rlhf_type="dpo", ref_model="/nonexistent/m"), "--ref_model /nonexistent/m: no such directory"),
+    (dict(rlhf_type="dpo", truncation_strategy="bogus"), "--truncation_strategy 'bogus': rlhf takes delete"),
+])
+def test_stage_options_are_checked_before_anything_loads(options, message):
+    """What TRL refuses only once the model is loaded (or mid-training, in its own words), refused up front."""
+    from swiftlike.registry import SwiftlikeError
+    from swiftlike.train.rlhf.arguments import RlhfArguments
+
+    args = RlhfArguments(**{"per_device_train_batch_size": 4, **options})
+    if message is None:
+        args.check_stage_options()
+        return
+    with pytest.raises(SwiftlikeError) as info:
+        args.check_stage_options()
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_rows_over_max_length_are_dropped_and_counted(tiny_model, data, tmp_path, capsys):
+    """--truncation_strategy delete (the default) drops a pair over --max_length and says how many, as sft does;
+    one long row no longer stops the run."""
+    import swiftlike
+
+    rows = [json.loads(line) for line in (data / "pairs.jsonl").read_text().splitlines()]
+    rows.append({**rows[0], "rejected_response": "word " * 300})
+    (tmp_path / "long.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = swiftlike.rlhf(_args(tiny_model, tmp_path / "o", rlhf_type="dpo", dataset=str(tmp_path / "long.jsonl"),
+                               max_steps=1))
+    assert (out["last_checkpoint"] / "adapter_model.safetensors").exists()
+    printed = capsys.readouterr().out
+    assert f"dropped 1 of {len(rows)} training row(s) over --max_length 256; first: {tmp_path / 'long.jsonl'}:" \
+           f"{len(rows)}: prompt and answer are" in printed
+
+
+def test_simpo_nll_term_and_grpo_loss_type_reach_trl(tiny_model, data, tmp_path):
+    """An explicit --cpo_alpha 1.0 gives SimPO its NLL term (it was read as "not given" and zeroed), and GRPO's
+    --loss_type reaches TRL (TRL's dapo ran whatever was asked)."""
+    from swiftlike.train.rlhf import recipe_for
+
+    simpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="simpo", cpo_alpha=1.0))
+    assert simpo.stage_options()["cpo_alpha"] == 1.0
+    assert recipe_for(_args(tiny_model, tmp_path, rlhf_type="simpo")).stage_options()["cpo_alpha"] == 0.0
+    assert recipe_for(_args(tiny_model, tmp_path, rlhf_type="cpo")).stage_options()["cpo_alpha"] == 1.0
+    grpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="grpo", loss_type=["grpo"], reward_funcs=["length"]))
+    assert grpo.stage_options()["loss_type"] == "grpo"
 
 
 def test_adapters_from_another_base_are_refused(tiny_model, data, tmp_path, tokenizer_dir):
@@ -414,6 +500,20 @@ def test_dpo_resumes_after_kill_to_the_same_adapter(tiny_model, data, tmp_path):
     b = load_file(killed / "checkpoint-6" / "adapter_model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+    # a merged model beside the checkpoints is not one: resume and rotation leave it alone (transformers' rotation
+    # counted `checkpoint-6-merged` as checkpoint 6 and deleted it)
+    assert _cli("merge-lora", "--ckpt_dir", killed / "checkpoint-6").returncode == 0
+    args_before = (killed / "args.json").read_text()
+    proc = _cli(*[c if c != "dpo" else "kto" for c in common], "--output_dir", killed, "--resume_from_checkpoint",
+                "last")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is a `swiftlike rlhf --rlhf_type dpo` checkpoint; resume it with that command" in proc.stderr
+    assert (killed / "args.json").read_text() == args_before
+    more = [c if c not in ("6", "10") else {"6": "8", "10": "2"}[c] for c in common]
+    proc = _cli(*more, "--output_dir", killed, "--resume_from_checkpoint", "last")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in killed.glob("checkpoint-*")) == ["checkpoint-6", "checkpoint-6-merged",
+                                                                  "checkpoint-8"]
 
 
 @pytest.mark.parametrize("rlhf_type, dataset", [("dpo", "pairs"), ("orpo", "pairs"), ("kto", "kto"), ("rm", "pairs"),
@@ -456,4 +556,6 @@ def test_llamafactory_preference_yaml_with_its_dataset_info(tiny_model, tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     args = json.loads((out / "args.json").read_text())
     assert args["rlhf_type"] == stage and args["max_samples"] == 1000
+    # LLaMA-Factory's defaults where swiftlike's differ
+    assert (args["lora_alpha"], args["lora_dropout"], args["weight_decay"]) == (16, 0.0, 0.0)
     assert any(metric in row for row in _logs(out))

@@ -123,17 +123,34 @@ def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dic
     return rows, problems
 
 
+def _groups(rows: list) -> list[list]:
+    """Rows grouped by the source row they came from (`location`: a preference pair read by KTO gives two rows), in
+    order; rows without a location are their own group."""
+    groups, at = [], {}
+    for row in rows:
+        key = row.get("location") if isinstance(row, dict) else None
+        if key is not None and key in at:
+            groups[at[key]].append(row)
+            continue
+        if key is not None:
+            at[key] = len(groups)
+        groups.append([row])
+    return groups
+
+
 def sample_rows(rows: list, n: int, rng: random.Random, keep_order: bool = False) -> list:
-    """N rows without replacement; past len(rows) the whole data repeats, then the remainder is sampled.
+    """N source rows without replacement; past their number the whole data repeats, then the remainder is sampled.
+    The rows one source row gave (KTO's halves of a pair) are picked together.
 
     keep_order=True picks the same rows but returns them in their original order.
     """
-    if n > len(rows) and not rows:
+    groups = _groups(rows)
+    if n > len(groups) and not groups:
         raise DatasetError(f"cannot sample {n} rows from an empty dataset")
     # rng.sample over indices draws exactly what rng.sample(rows, n) would.
-    picked = rng.sample(range(len(rows)), n) if n <= len(rows) else (
-        list(range(len(rows))) * (n // len(rows)) + rng.sample(range(len(rows)), n % len(rows)))
-    return [rows[i] for i in (sorted(picked) if keep_order else picked)]
+    picked = rng.sample(range(len(groups)), n) if n <= len(groups) else (
+        list(range(len(groups))) * (n // len(groups)) + rng.sample(range(len(groups)), n % len(groups)))
+    return [row for i in (sorted(picked) if keep_order else picked) for row in groups[i]]
 
 
 def _read(text: str, *, seed: int, format, columns, hub, cache_dir, split: str = "train", dataset_info=None,
@@ -177,16 +194,19 @@ def read_dataset(text: str, *, seed: int = 42, format: Optional[str] = None, col
 
 
 def split_rows(rows: list, ratio: float, seed: int = 42):
-    """(train, val): a seeded `ratio` share of rows (at least one) goes to val."""
+    """(train, val): a seeded `ratio` share of the source rows (at least one) goes to val, with every row each gave
+    (KTO's two halves of a pair stay on one side: a prompt in both would leak)."""
     if not 0 < ratio < 1:
         raise ValueError(f"split_dataset_ratio must be between 0 and 1, got {ratio}")
-    n_val = max(1, int(len(rows) * ratio + 0.5))
-    if n_val >= len(rows):
+    groups = _groups(rows)
+    n_val = max(1, int(len(groups) * ratio + 0.5))
+    if n_val >= len(groups):
         raise DatasetError(f"split_dataset_ratio={ratio} leaves no training rows out of {len(rows)}")
-    order = list(range(len(rows)))
+    order = list(range(len(groups)))
     random.Random(seed).shuffle(order)
     val_idx = set(order[:n_val])
-    return ([r for i, r in enumerate(rows) if i not in val_idx], [rows[i] for i in sorted(val_idx)])
+    return ([r for i, g in enumerate(groups) if i not in val_idx for r in g],
+            [r for i in sorted(val_idx) for r in groups[i]])
 
 
 def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Sequence[str], None] = None, *,

@@ -129,13 +129,20 @@ def _text_row(row: dict, roles) -> dict:
 
 def _rl(row: dict, roles) -> dict:
     fmt = detect_format(row, prompt=True)
+    solution = row.get("solution")
+    if fmt is None and row.get("prompt") is not None:  # TRL's prompt-only rows: text or a conversation
+        prompt = _prompt(row["prompt"], row)
+        return {**prompt, "solution": _text(solution, "'solution'") if solution is not None else None}
+    if fmt is None and (row.get("problem") or row.get("question")) is not None:  # ms-swift's math sets
+        key = "problem" if row.get("problem") is not None else "question"
+        prompt = _prompt(_text(row[key], f"'{key}'"), row)
+        return {**prompt, "solution": _text(solution, "'solution'") if solution is not None else None}
     if fmt is None:
         have = ", ".join(sorted(map(str, row))) or "none"
-        raise WrongKind(f"no prompt (keys: {have}); a prompt row is `messages`, `conversations`, `query` or "
-                       f"`instruction` (+ an optional `solution`)")
+        raise WrongKind(f"no prompt (keys: {have}); a prompt row is `messages`, `conversations`, `query`, "
+                       f"`instruction`, `prompt`, `problem` or `question` (+ an optional `solution`)")
     canon = to_messages(row, fmt, roles)
     canon, reference = split_reference(canon)
-    solution = row.get("solution")
     return {**canon, "solution": _text(solution, "'solution'") if solution is not None else reference}
 
 

@@ -59,10 +59,9 @@ class AtomicCheckpoints:
                 shutil.rmtree(final)
             os.replace(staged, final)
             shutil.rmtree(Path(run_dir) / STAGING, ignore_errors=True)
-            from transformers.trainer_utils import rotate_checkpoints
+            from .outputs import rotate_checkpoints
 
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
         self._barrier()  # no rank trains on (and may save again) before the checkpoint is in place
 
     def _barrier(self) -> None:

@@ -89,6 +89,14 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
                              f"; remove them or use swiftlike's spelling (`swiftlike {COMMAND_FOR_STAGE.get(got, 'sft')} "
                              f"--help`)")
     out.setdefault("add_output_dir_suffix", False)  # LLaMA-Factory writes into output_dir itself
+    # LLaMA-Factory's defaults where swiftlike's (ms-swift's) differ: the same YAML trains the same thing
+    out.setdefault("lora_alpha", 2 * int(out.get("lora_rank", 8)))
+    out.setdefault("lora_dropout", 0.0)
+    out.setdefault("weight_decay", 0.0)
+    if out.get("rlhf_type") == "simpo":
+        out.setdefault("simpo_gamma", 0.5)
+        if "rpo_alpha" in out:  # pref_ftx: LLaMA-Factory's NLL term on chosen answers, CPO's cpo_alpha for SimPO
+            out["cpo_alpha"] = out.pop("rpo_alpha")
     if "template" in out and isinstance(out["template"], str):
         out["template"] = TEMPLATES.get(out["template"], out["template"])
     for key in ("dataset", "val_dataset"):

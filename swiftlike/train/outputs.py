@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -25,10 +27,22 @@ def run_dir(output_dir: str, model_type: str, add_suffix: bool) -> Path:
             versions.append(max(versions, default=-1) + 1)
 
 
-def plot_loss(log_file: Path, out: Path) -> bool:
-    """loss.png with train and eval loss against step (matplotlib, no display)."""
+def finite(value):
+    """`value` with NaN and infinities as None: JSON has no NaN (PPO logs val/ratio_var as NaN on one batch)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def plot_loss(log_file: Path, out: Path, key: str = "loss") -> bool:
+    """loss.png with train (`key`: PPO logs its policy loss as loss/policy_avg) and eval loss against step
+    (matplotlib, no display)."""
     rows = [json.loads(line) for line in Path(log_file).read_text().splitlines() if line.strip()]
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    train = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     if not train and not evals:
         return False
@@ -52,12 +66,46 @@ def plot_loss(log_file: Path, out: Path) -> bool:
     return True
 
 
+def checkpoint_step(path) -> int | None:
+    """N of a training checkpoint dir named `checkpoint-N`; None for anything else (`checkpoint-4-merged`, which
+    merge-lora writes beside it, is not one)."""
+    m = re.fullmatch(r"checkpoint-(\d+)", Path(path).name)
+    return int(m[1]) if m else None
+
+
+def rotate_checkpoints(run_dir, limit: int | None, best: str | None = None) -> None:
+    """Keep the newest `limit` training checkpoints of run_dir (and the best one); transformers' own rotation counts
+    any `checkpoint-<N>*` dir, so it deleted the merged models merge-lora writes beside them."""
+    if not limit or limit <= 0:
+        return
+    found = sorted((step, p) for p in Path(run_dir).iterdir() if p.is_dir()
+                   for step in [checkpoint_step(p)] if step is not None)
+    if len(found) <= limit:
+        return
+    protected = {found[-1][1]} | ({Path(best)} if best else set())  # the newest (resume) and the best, as transformers
+    remaining = len(found)
+    for _, p in found:
+        if remaining <= max(limit, len(protected)):
+            break
+        if p not in protected:
+            shutil.rmtree(p, ignore_errors=True)
+            remaining -= 1
+
+
 def find_last_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint (it has a manifest) under root or its newest v<N>-* run."""
-    candidates = list(root.glob("checkpoint-*/swiftlike.json")) + list(root.glob("v*-*/checkpoint-*/swiftlike.json"))
+    candidates = [p.parent for p in (list(root.glob("checkpoint-*/swiftlike.json"))
+                                     + list(root.glob("v*-*/checkpoint-*/swiftlike.json")))
+                  if checkpoint_step(p.parent) is not None]
     if not candidates:
         return None
-    return max((p.parent for p in candidates), key=lambda p: (p.parent.name, int(p.name.split("-")[-1])))
+    return max(candidates, key=lambda p: (_version(p.parent.name), checkpoint_step(p)))
+
+
+def _version(name: str) -> int:
+    """N of a `v<N>-<time>` run dir (v10 after v9); -1 for the output dir itself."""
+    m = re.match(r"v(\d+)-", name)
+    return int(m[1]) if m else -1
 
 
 def resolve_resume(value: str | None, output_dir: str, model_type: str) -> Path | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..registry import SwiftlikeError, get_registry, resolve_callable
 from .arguments import TrainArguments
 from .memory import is_out_of_memory, oom_message
-from .outputs import plot_loss, resolve_resume, run_dir
+from .outputs import finite, plot_loss, resolve_resume, run_dir
 
 log = logging.getLogger("swiftlike.train")
 
@@ -53,6 +53,8 @@ class TrainingRecipe:
     """One training run. `run()` calls the phases in order; each leaves its results on `self`."""
 
     stage = "sft"
+    loss_key = "loss"  # the logged training loss loss.png plots
+    final_evaluation = True  # the Trainer's evaluate() on the validation rows once training ends
     trainer_class = None  # set by the stage (a transformers.Trainer subclass)
 
     def __init__(self, args: TrainArguments, resolve_adapter=None):
@@ -170,7 +172,22 @@ class TrainingRecipe:
         self.model_type = a.model_type if a.model_type and a.model_type in get_registry().models else self.spec.name
         self.start_adapter = self._start_adapter()
         self.resume = resolve_resume(a.resume_from_checkpoint, a.output_dir, self.model_type)
+        if self.resume is not None:
+            self._check_resume_stage()
         self.check_tuner_options()
+
+    def _check_resume_stage(self) -> None:
+        """Resuming continues the same training: a DPO run resumed as KTO (or an sft run as pt) would mix two
+        objectives in one run and overwrite its args.json."""
+        from ..checkpoint import read_manifest
+
+        have, want = read_manifest(self.resume).get("stage"), self.stage
+        if have and have != want:
+            def command(stage):
+                return stage if stage in ("sft", "pt") else f"rlhf --rlhf_type {stage}"
+            raise SwiftlikeError(f"--resume_from_checkpoint: {self.resume} is a `swiftlike {command(have)}` "
+                                 f"checkpoint; resume it with that command, or start `swiftlike {command(want)}` "
+                                 f"from its adapter with --adapters {self.resume}")
 
     def check_tuner_options(self) -> None:
         """The LoRA options against the device and the model's config and module names, before any weight loads."""
@@ -468,12 +485,14 @@ class TrainingRecipe:
 
     def finish(self) -> dict:
         metrics = dict(self.result.metrics)
-        if self.val_data:
+        if self.val_data and self.final_evaluation:
             metrics.update(self.trainer.evaluate())
         last = self.out / f"checkpoint-{self.trainer.state.global_step}"
+        self.plotted = False
         if self.state.is_main_process:
             if self.log_file.exists():
-                plot_loss(self.log_file, self.out / "loss.png")
+                self.plotted = plot_loss(self.log_file, self.out / "loss.png", self.loss_key)
+            metrics = finite(metrics)
             metrics["wall_s"] = round(time.perf_counter() - self.t_start, 1)
             metrics["device"] = "cpu" if self.on_cpu else "cuda"
             metrics["cpu_fast_paths"] = getattr(self, "cpu_fast_paths", [])
@@ -507,8 +526,8 @@ class TrainingRecipe:
 
             save_converted_adapter(trainer.model, ckpt, self.initial_adapter)
         metrics = {k: v for h in trainer.state.log_history for k, v in h.items()
-                   if k in ("loss", "eval_loss", "train_loss")}
-        checkpoint.finalize(ckpt, {**self._base_info, "step": trainer.state.global_step, "metrics": metrics},
+                   if k in ("loss", "eval_loss", "train_loss", self.loss_key)}
+        checkpoint.finalize(ckpt, {**self._base_info, "step": trainer.state.global_step, "metrics": finite(metrics)},
                             args=self.args_json())
 
     def manifest_info(self) -> dict:
@@ -567,7 +586,8 @@ class TrainingRecipe:
             head += f", eval loss {eval_loss:.4f}"
         lines = ["", "=" * 78, head,
                  f"  adapter:   {last}" if adapter else f"  model:     {last}",
-                 f"  logs:      {self.out / 'logging.jsonl'}  (loss curve: {self.out / 'loss.png'})",
+                 f"  logs:      {self.out / 'logging.jsonl'}"
+                 + (f"  (loss curve: {self.out / 'loss.png'})" if getattr(self, "plotted", False) else ""),
                  *self.next_steps(last), "=" * 78]
         return "\n".join(lines)
 

@@ -115,7 +115,9 @@ class JsonlLogger(TrainerCallback):
         if self._last is not None and seen and seen > self._last[1] and now > self._last[0]:
             logs["tokens_per_s"] = round((seen - self._last[1]) / (now - self._last[0]), 1)
         self._last = (now, seen)
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs}
+        from .outputs import finite
+
+        row = finite({"step": state.global_step, "epoch": round(state.epoch or 0, 4), **logs})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

@@ -10,6 +10,13 @@ from ..arguments import TrainArguments
 
 RLHF_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "rm", "ppo", "grpo")
 # beta when none is given: TRL's defaults, and SimPO's paper value
+# --loss_type values TRL's trainer for each stage knows (simpo: CPO's simpo loss, set by swiftlike)
+LOSS_TYPES = {
+    "dpo": ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
+            "exo_pair", "aot", "aot_unpaired", "discopop", "sigmoid_norm"),
+    "cpo": ("sigmoid", "hinge", "ipo"), "simpo": ("simpo",), "kto": ("kto", "apo_zero_unpaired"),
+    "grpo": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
+}
 DEFAULT_BETA = {"dpo": 0.1, "kto": 0.1, "orpo": 0.1, "cpo": 0.1, "simpo": 2.0, "grpo": 0.04, "ppo": 0.05}
 
 
@@ -21,7 +28,8 @@ class RlhfArguments(TrainArguments):
                                 "ppo 0.05.")
     loss_type: list = arg([], "DPO's loss (sigmoid, ipo, hinge, robust, bco_pair, sppo_hard, nca_pair, apo_zero, "
                           "apo_down, exo_pair, aot, aot_unpaired, discopop, sigmoid_norm; several add up); CPO's "
-                          "(sigmoid, hinge, ipo); KTO's (kto, apo_zero_unpaired).")
+                          "(sigmoid, hinge, ipo); KTO's (kto, apo_zero_unpaired); GRPO's (grpo, dr_grpo, dapo, "
+                          "bnpo, cispo, sapo, luspo, vespo; default TRL's dapo, ms-swift's is grpo).")
     rpo_alpha: Optional[float] = arg(None, "DPO: weight of an NLL (sft) term on the chosen answers (RPO) — keeps "
                                      "the model able to say them, not only to rank them.")
     label_smoothing: float = arg(0.0, "DPO/CPO: assumed share of flipped labels (robust, exo_pair).")
@@ -31,7 +39,8 @@ class RlhfArguments(TrainArguments):
     precompute_ref_log_probs: bool = arg(False, "DPO/KTO: compute the reference log-probs once before training.")
     desirable_weight: float = arg(1.0, "KTO: weight of desirable (label true) answers.")
     undesirable_weight: float = arg(1.0, "KTO: weight of undesirable (label false) answers.")
-    cpo_alpha: float = arg(1.0, "CPO/SimPO: weight of the NLL term on chosen answers (SimPO: 0 = pure SimPO).")
+    cpo_alpha: Optional[float] = arg(None, "CPO/SimPO: weight of the NLL term on chosen answers (default: CPO 1.0, "
+                                     "SimPO 0 = pure SimPO; ms-swift's SimPO default is 1.0, CPO-SimPO).")
     simpo_gamma: float = arg(1.0, "SimPO: target reward margin.")
     reward_model: Optional[str] = arg(None, "PPO: a reward model trained with --rlhf_type rm (its checkpoint).")
     center_rewards_coefficient: Optional[float] = arg(None, "RM: weight of a penalty on the squared sum of a pair's "
@@ -43,6 +52,53 @@ class RlhfArguments(TrainArguments):
     temperature: float = arg(1.0, "GRPO/PPO: sampling temperature.")
     reward_format: Optional[str] = arg(None, "The `format` reward's regex (default: one non-empty line).")
     reward_length: int = arg(20, "The `length` reward's target in words.")
+
+    def check_stage_options(self) -> None:
+        """The stage's own options, before anything loads (TRL would refuse most of them only after the model
+        has loaded, in its own words, or fail mid-training)."""
+        import difflib
+        import os
+        import re
+
+        from ...registry import SwiftlikeError
+
+        kind = self.rlhf_type
+        allowed = LOSS_TYPES.get(kind, ())
+        if self.loss_type and not allowed:
+            raise SwiftlikeError(f"--loss_type: --rlhf_type {kind} has one loss and takes no --loss_type")
+        for loss in self.loss_type:
+            if loss not in allowed:
+                hint = difflib.get_close_matches(loss, allowed, n=1)
+                raise SwiftlikeError(f"--loss_type {loss!r}: --rlhf_type {kind} takes {', '.join(allowed)}"
+                                     + (f" (did you mean {hint[0]}?)" if hint else ""))
+        if len(self.loss_type) > 1 and kind != "dpo":
+            raise SwiftlikeError(f"--loss_type: only DPO adds several losses up; --rlhf_type {kind} takes one")
+        if self.truncation_strategy not in ("delete", "left"):
+            raise SwiftlikeError(f"--truncation_strategy {self.truncation_strategy!r}: rlhf takes delete (drop a "
+                                 f"row over --max_length, counted) or left (cut the start of its prompt)")
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if kind == "kto" and (self.loss_type or ["kto"])[0] == "kto" and self.per_device_train_batch_size < 2:
+            raise SwiftlikeError("--rlhf_type kto needs --per_device_train_batch_size 2 or more: its KL estimate "
+                                 "pairs each answer with another row's prompt in the same batch (or use "
+                                 "--loss_type apo_zero_unpaired, which has no KL term)")
+        if kind == "grpo":
+            batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * world
+            if self.num_generations < 2 or batch % self.num_generations:
+                raise SwiftlikeError(f"--num_generations {self.num_generations}: GRPO compares 2 or more answers per "
+                                     f"prompt, and a generation batch (per-device batch x gradient accumulation x "
+                                     f"processes = {batch}) holds whole groups: use a divisor of {batch} from 2 up")
+        if kind in ("grpo", "ppo") and self.temperature <= 0:
+            raise SwiftlikeError(f"--temperature {self.temperature:g}: GRPO and PPO sample their answers; use a "
+                                 f"temperature above 0 (e.g. 0.7 or 1.0)")
+        if self.reward_format is not None:
+            try:
+                re.compile(self.reward_format)
+            except re.error as err:
+                raise SwiftlikeError(f"--reward_format {self.reward_format!r}: not a regular expression ({err})") \
+                    from None
+        ref = self.ref_model
+        if ref and ref.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(ref)):
+            raise SwiftlikeError(f"--ref_model {ref}: no such directory")
 
     def __post_init__(self):
         super().__post_init__()

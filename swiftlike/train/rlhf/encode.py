@@ -11,6 +11,9 @@ class TooLong(ValueError):
     pass
 
 
+TOO_LONG = "prompt and answer are"  # how a row over --max_length is reported
+
+
 def encode_answer(template, messages: list, answer: str, tools=None) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) of `messages` followed by the assistant `answer`, as sft encodes the conversation
     (loss on the last round): the answer is the supervised run, the prompt everything before it."""
@@ -56,7 +59,7 @@ def _fit(prompt: list, answer_len: int, max_length: int | None, truncation: str)
     room = max_length - answer_len
     if truncation == "left" and room > 0:
         return prompt[-room:]  # keep the end of the prompt: the question next to its answer
-    raise TooLong(f"prompt and answer are {len(prompt) + answer_len} tokens, over --max_length {max_length}"
+    raise TooLong(f"{TOO_LONG} {len(prompt) + answer_len} tokens, over --max_length {max_length}"
                   + ("" if truncation == "left" else " (--truncation_strategy left keeps the end of the prompt)"))
 
 

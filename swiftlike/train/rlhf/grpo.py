@@ -59,7 +59,8 @@ class GrpoRecipe(PreferenceRecipe):
     def stage_options(self) -> dict:
         a = self.args
         return dict(beta=self.beta, num_generations=a.num_generations, max_completion_length=a.max_completion_length,
-                    temperature=a.temperature, disable_dropout=True, log_completions=False)
+                    temperature=a.temperature, disable_dropout=True, log_completions=False,
+                    **({"loss_type": a.loss_type[0]} if a.loss_type else {}))
 
     def make_trainer(self, callbacks: list):
         return self.trainer_class(model=self.model, reward_funcs=self.rewards, args=self.training_arguments(),

@@ -13,11 +13,17 @@ from .preference import PreferenceRecipe
 
 class PpoRecipe(PreferenceRecipe):
     data_kind = "rl"
+    loss_key = "loss/policy_avg"
+    # TRL's PPO samples answers to the validation prompts while it trains; it has no evaluation loss to end with
+    final_evaluation = False
 
     def check(self) -> None:
         super().check()
         if not self.args.reward_model:
             raise SwiftlikeError("--rlhf_type ppo needs --reward_model CHECKPOINT (train one with --rlhf_type rm)")
+        if self.args.resume_from_checkpoint:
+            raise SwiftlikeError("--rlhf_type ppo cannot resume from a checkpoint (TRL's PPO loop has no resume); "
+                                 "start a new run, or continue its adapter with --adapters CHECKPOINT")
         from importlib.metadata import version
 
         # the installed version, not an import: importing trl's PPO takes seconds, and this is the argument check
@@ -92,8 +98,6 @@ class PpoRecipe(PreferenceRecipe):
         return False
 
     def train(self) -> None:
-        if self.resume:
-            raise SwiftlikeError("--rlhf_type ppo cannot resume from a checkpoint (TRL's PPO loop has no resume)")
         import gc
 
         gc.freeze()

@@ -7,7 +7,7 @@ from ...registry import SwiftlikeError
 from ..recipe import TrainingRecipe
 from ..atomic_checkpoints import AtomicCheckpoints
 from .arguments import DEFAULT_BETA
-from .encode import encode_pair, encode_rows
+from .encode import TOO_LONG, encode_pair, encode_rows
 
 
 def _encoded(recipe, rows, fn, *, train: bool):
@@ -18,6 +18,11 @@ def _encoded(recipe, rows, fn, *, train: bool):
 
     a = recipe.args
     encoded, problems = encode_rows(rows, fn, recipe.template, a.max_length, a.truncation_strategy)
+    too_long = [p for p in problems if p.reason.startswith(TOO_LONG)]
+    if too_long:  # --truncation_strategy delete drops and counts them, as sft does
+        problems = [p for p in problems if not p.reason.startswith(TOO_LONG)]
+        print(f"swiftlike: dropped {len(too_long)} of {len(rows)} {'training' if train else 'validation'} row(s) "
+              f"over --max_length {a.max_length}; first: {too_long[0]}")
     if problems and not a.skip_bad_rows:
         raise DatasetError.from_problems(problems)
     if problems:
@@ -39,6 +44,10 @@ class PreferenceRecipe(TrainingRecipe):
     @property
     def beta(self) -> float:
         return self.args.beta if self.args.beta is not None else DEFAULT_BETA[self.args.rlhf_type]
+
+    def check(self) -> None:
+        super().check()
+        self.args.check_stage_options()
 
     def template_options(self) -> dict:
         # the answer is the final reply; earlier assistant turns are part of the prompt
@@ -176,7 +185,7 @@ class CpoRecipe(PreferenceRecipe):
     def stage_options(self) -> dict:
         a = self.args
         loss = (list(a.loss_type) or ["sigmoid"])[0]
-        cpo_alpha = a.cpo_alpha if a.rlhf_type == "cpo" else (a.cpo_alpha if a.cpo_alpha != 1.0 else 0.0)
+        cpo_alpha = a.cpo_alpha if a.cpo_alpha is not None else 1.0 if a.rlhf_type == "cpo" else 0.0
         return dict(beta=self.beta, loss_type=loss, cpo_alpha=cpo_alpha, simpo_gamma=a.simpo_gamma,
                     label_smoothing=a.label_smoothing, max_length=a.max_length, disable_dropout=True)
 

@@ -22,7 +22,7 @@ def _norm(text: str) -> str:
 
 def accuracy(completions, solution=None, **_) -> list[float]:
     """1.0 when the answer equals the row's `solution` (case and spacing aside) or contains it: a number as a whole
-    number (67 is not in 167 or 6.7), text as a phrase; rows without a solution score 0."""
+    number (67 is not in 167, 6.7, -67, 67/8 or 67,000), text as a phrase; rows without a solution score 0."""
     solutions = solution if isinstance(solution, list) else [solution] * len(completions)
     out = []
     for completion, sol in zip(completions, solutions):
@@ -33,7 +33,9 @@ def accuracy(completions, solution=None, **_) -> list[float]:
         if text == sol:
             out.append(1.0)
         elif _NUMBER.match(sol):
-            out.append(1.0 if re.search(rf"(?<![\d.]){re.escape(sol)}(?![\d]|\.\d)", text) else 0.0)
+            # a whole number: not part of -3, 1e3, 3/4, 3,000 or 3.5 (a negative solution keeps its sign)
+            sign = "" if sol.startswith("-") else "(?<!-)"
+            out.append(1.0 if re.search(rf"(?<![\w.,/]){sign}{re.escape(sol)}(?![\w]|[.,/]\d)", text) else 0.0)
         else:
             out.append(1.0 if re.search(rf"(?<!\w){re.escape(sol)}(?!\w)", text) else 0.0)
     return out
