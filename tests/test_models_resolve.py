@@ -62,3 +62,23 @@ def test_embedded_model_prefers_a_cached_hub_copy(hf_cache, tiny_model, tmp_path
     snap = _seed_hf_cache(hf_cache, "HuggingFaceTB/SmolLM2-135M-Instruct", tiny_model)
     resolved = resolve_model("smollm2-135m-instruct")
     assert resolved.path == snap and not (tmp_path / "home" / "models").exists()
+
+
+def test_system_prompt_from_a_txt_file(tmp_path):
+    """ms-swift's --system may name a .txt file (its GRPO examples pass examples/train/grpo/prompt.txt): the prompt is
+    the file's text, not its path; any other text is the prompt itself."""
+    from swiftlike.models.options import ModelArguments
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Think step by step.\nAnswer in <answer></answer>.", encoding="utf-8")
+    assert ModelArguments(system=str(prompt)).system == "Think step by step.\nAnswer in <answer></answer>."
+    assert ModelArguments(system="You are helpful.").system == "You are helpful."
+    assert ModelArguments(system=str(tmp_path / "missing.txt")).system == str(tmp_path / "missing.txt")
+
+
+def test_attention_spellings_of_the_peers():
+    from swiftlike.models.options import ModelArguments
+
+    assert ModelArguments(attn_impl="flash_attn").attn_impl == "flash_attention_2"  # ms-swift
+    assert ModelArguments(attn_impl="fa2").attn_impl == "flash_attention_2"  # LLaMA-Factory
+    assert ModelArguments(attn_impl="sdpa").attn_impl == "sdpa"

@@ -250,6 +250,17 @@ def test_eval_of_a_reward_model_refuses_what_it_cannot_rank(tiny_model, data, tm
     proc = _cli("eval", "--ckpt_dir", ckpt, "--val_dataset", IDENTITY, "--output_dir", tmp_path / "out")
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "identity.jsonl" in proc.stderr and "rejected" in proc.stderr and not (tmp_path / "out").exists()
+    from swiftlike.data import DatasetError
+    from swiftlike.eval.reward import read_pairs
+
+    bad = tmp_path / "bad.jsonl"  # one bad pair among good ones: listed, with no --skip_bad_rows eval lacks
+    bad.write_text((data / "pairs.jsonl").read_text() + "\n" + json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a"}],
+         "rejected_response": "a"}))
+    with pytest.raises(DatasetError) as info:
+        read_pairs([str(bad)])
+    assert "fix them (eval ranks every pair given)" in str(info.value) and "--skip_bad_rows" not in str(info.value)
+    assert f"{bad}:9: chosen and rejected answers are identical" in str(info.value)
     sft = tmp_path / "sft"
     import swiftlike
 

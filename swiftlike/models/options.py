@@ -3,6 +3,7 @@ defaults. The CLI builds its flags from these dataclass fields (swiftlike.cli.op
 command line cannot drift."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional
@@ -40,7 +41,7 @@ class ModelArguments:
     cache_dir: Optional[str] = arg(None, "Hub cache directory.")
     template: Optional[str] = arg(None, "Chat template (default: the checkpoint's, else the model type's).",
                                   aliases=["template_type"])
-    system: Optional[str] = arg(None, "System prompt (a dataset's own system wins).")
+    system: Optional[str] = arg(None, "System prompt, or a .txt file holding it (a dataset's own system wins).")
     torch_dtype: str = arg("auto", "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.",
                            aliases=["dtype"])
     trust_remote_code: bool = arg(False, "Allow the model repo's own Python code.")
@@ -57,6 +58,13 @@ class ModelArguments:
                 setattr(self, f.name, list(value))
         if self.use_hf is not None and self.hub is None:
             self.hub = "hf" if self.use_hf else "ms"
+        # ms-swift spells FlashAttention 2 `flash_attn`, LLaMA-Factory `fa2`; transformers `flash_attention_2`
+        self.attn_impl = {"flash_attn": "flash_attention_2", "fa2": "flash_attention_2"}.get(self.attn_impl,
+                                                                                               self.attn_impl)
+        if self.system and self.system.endswith(".txt") and os.path.isfile(os.path.expanduser(self.system)):
+            # ms-swift: --system may name a .txt file holding the prompt (its GRPO examples do)
+            with open(os.path.expanduser(self.system), encoding="utf-8") as f:
+                self.system = f.read()
 
     def model_arguments(self) -> "ModelArguments":
         """Just the model options of a command's arguments (InferArguments, MergeArguments...)."""

@@ -48,7 +48,8 @@ class RlhfArguments(TrainArguments):
     reward_funcs: list = arg([], "GRPO: reward functions by name (swiftlike rewards list): accuracy, format, "
                              "length, or a plugin's.")
     num_generations: int = arg(4, "GRPO: completions sampled per prompt.")
-    max_completion_length: int = arg(64, "GRPO/PPO: longest sampled completion in tokens.")
+    max_completion_length: int = arg(64, "GRPO/PPO: longest sampled completion in tokens.",
+                                     aliases=["response_length"])
     temperature: float = arg(1.0, "GRPO/PPO: sampling temperature.")
     reward_format: Optional[str] = arg(None, "The `format` reward's regex (default: one non-empty line).")
     reward_length: int = arg(20, "The `length` reward's target in words.")
