@@ -220,6 +220,7 @@ def test_help_shows_the_readme_quick_start():
     (["--report_to", "wandb"], "pip install wandb"),
     (["--save_strategy", "sometimes"], "--save_strategy 'sometimes': use steps, epoch, no"),
     (["--hub", "hff"], "--hub 'hff': not a registered hub; one of hf, local, ms"),
+    (["--num_train_epochs", "0"], "nothing to train: --num_train_epochs 0 and no --max_steps"),
 ])
 def test_bad_options_stop_before_the_model_loads(tiny_model, tmp_path, flags, message):
     if flags[1] == "wandb":

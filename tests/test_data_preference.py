@@ -42,10 +42,14 @@ def test_bad_preference_rows_are_reported_by_line(tmp_path):
         {"prompt": "Hi", "chosen": "  ", "rejected": "No."},
         {"prompt": "Hi", "chosen": "Yes.", "rejected": "No.", "images": ["a.png"]},
         {"prompt": "Hi", "chosen": "Yes.", "rejected": "No."},
+        {"chosen": "Yes.", "rejected": "No."},  # TRL text answers with no prompt
+        {"prompt": "Hi", "chosen": [{"role": "user", "content": "Yes."}], "rejected": "No."},  # not an answer
     ])
     with pytest.raises(DatasetError) as err:
         load_dataset(str(path), kind="preference")
     text = str(err.value)
+    assert f"{path}:6: `chosen`/`rejected` are text with no prompt: add `prompt` (TRL)" in text
+    assert f"{path}:7: 'chosen' ends with a 'user' turn; its last message must be the assistant's answer" in text
     assert f"{path}:1: not a preference row (keys: messages): no rejected answer; use one of ms-swift" in text
     assert f"{path}:2: chosen and rejected answers are identical" in text
     assert f"{path}:3: empty chosen answer" in text
@@ -140,4 +144,17 @@ def test_kto_from_pairs_samples_and_splits_whole_pairs(tmp_path):
     sampled = load_dataset(f"{pairs}#5", kind="kto").train
     assert len(sampled) == 10 and sorted(r["label"] for r in sampled) == [False] * 5 + [True] * 5
     assert len({r["messages"][-1]["content"] for r in sampled}) == 5
+
+
+def test_a_directory_of_data_and_text_files_says_which_it_reads(tmp_path, caplog):
+    """Text files are read only where a directory holds no data files; beside data files they are named, not
+    silently left out."""
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("plain text\n")
+    _write(folder / "b.jsonl", [{"text": "json text"}])
+    with caplog.at_level("WARNING", logger="swiftlike"):
+        rows = load_dataset(str(folder), kind="text").train
+    assert [r["text"] for r in rows] == ["json text"]
+    assert "reading its 1 data file(s), not its 1 text file(s) (a.txt)" in caplog.text
 

@@ -82,6 +82,9 @@ def _preference(row: dict, roles) -> dict:
             prompt = _prompt(row.get("prompt") if row.get("prompt") is not None else row["messages"], row)
             chosen, rejected = (_answer(row[key], key, roles) for key in ("chosen", "rejected"))
         else:  # TRL implicit prompt: two conversations that share everything but the last reply
+            if isinstance(row["chosen"], str) or isinstance(row["rejected"], str):
+                raise RowError("`chosen`/`rejected` are text with no prompt: add `prompt` (TRL), `messages` "
+                               "(ms-swift) or `conversations` (LLaMA-Factory), or give both as full conversations")
             prompt, chosen, rejected = _implicit(row)
     else:
         have = ", ".join(sorted(map(str, row))) or "none"
@@ -177,6 +180,9 @@ def _answer(value, key: str, roles) -> str:
     if not isinstance(value, list) or not value or not isinstance(value[-1], dict):
         raise RowError(f"{key!r} must be text, a message or a list of messages")
     last = value[-1]
+    role = last.get("role", last.get((roles or {}).get("role_tag", "from")))
+    if role is not None and role not in ("assistant", "gpt", "model", (roles or {}).get("assistant_tag")):
+        raise RowError(f"{key!r} ends with a {role!r} turn; its last message must be the assistant's answer")
     text = last.get("content", last.get("value", last.get((roles or {}).get("content_tag", "value"))))
     return _content(text, f"{key}[-1].content")
 

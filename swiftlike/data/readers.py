@@ -138,8 +138,15 @@ def data_files(root: Path, split: str | None = "train") -> list[Path]:
         return [root]
     candidates = [p for p in root.rglob("*") if p.is_file() and p.name not in METADATA_FILES
                   and not any(part.startswith(".") for part in p.relative_to(root).parts)]
-    files = sorted(p for p in candidates if p.suffix.lower() in DATA_SUFFIXES) \
-        or sorted(p for p in candidates if p.suffix.lower() in TEXT_SUFFIXES)
+    files = sorted(p for p in candidates if p.suffix.lower() in DATA_SUFFIXES)
+    texts = sorted(p for p in candidates if p.suffix.lower() in TEXT_SUFFIXES)
+    if files and texts:  # text files are read only where a directory holds no data files: say so, not silently
+        import logging
+
+        logging.getLogger("swiftlike").warning(
+            "%s: reading its %d data file(s), not its %d text file(s) (%s); pass a text file itself to read it",
+            root, len(files), len(texts), ", ".join(p.name for p in texts[:3]) + (", ..." if len(texts) > 3 else ""))
+    files = files or texts
     if split:
         def marks(p):
             return {m.group(1) for m in _ANY_SPLIT.finditer(str(p.relative_to(root)).lower())}

@@ -97,6 +97,8 @@ class TrainingRecipe:
         a.check_model_options()
         if not a.dataset:
             raise SwiftlikeError("no training data: pass --dataset NAME_OR_PATH (e.g. self-cognition#200, data.jsonl)")
+        if a.max_steps <= 0 and a.num_train_epochs <= 0:
+            raise SwiftlikeError(f"nothing to train: --num_train_epochs {a.num_train_epochs:g} and no --max_steps")
         for flag in ("save_strategy", "eval_strategy"):
             value = getattr(a, flag)
             if value is not None and value not in STRATEGIES:
