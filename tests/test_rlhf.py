@@ -170,7 +170,11 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
         assert model(**ids).logits.shape == (2, 1)
     # with validation prompts (TRL samples answers to them while training; there is no evaluation loss to end on)
     ppo = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
-                               reward_model=str(ckpt), max_completion_length=6, split_dataset_ratio=0.25))
+                               reward_model=str(ckpt), max_completion_length=6, split_dataset_ratio=0.25,
+                               num_ppo_epochs=2, cliprange=0.3, vf_coef=0.2, lam=0.9, beta=0.07))
+    trained = torch.load(ppo["last_checkpoint"] / "training_args.bin", weights_only=False)
+    assert (trained.num_ppo_epochs, trained.cliprange, trained.vf_coef, trained.lam, trained.kl_coef) == (
+        2, 0.3, 0.2, 0.9, 0.07)
     assert (ppo["last_checkpoint"] / "adapter_model.safetensors").exists()
     assert any("objective/kl" in r for r in _logs(ppo["run_dir"]))
     manifest = json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())
@@ -451,6 +455,22 @@ def test_simpo_nll_term_and_grpo_loss_type_reach_trl(tiny_model, data, tmp_path)
     assert recipe_for(_args(tiny_model, tmp_path, rlhf_type="cpo")).stage_options()["cpo_alpha"] == 1.0
     grpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="grpo", loss_type=["grpo"], reward_funcs=["length"]))
     assert grpo.stage_options()["loss_type"] == "grpo"
+    # ms-swift's GRPO and DPO knobs reach TRL's configs
+    grpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="grpo", reward_funcs=["length", "format"],
+                            reward_weights=["0.5", "2"], epsilon=0.1, epsilon_high=0.3, scale_rewards="batch",
+                            num_iterations=2, top_p=0.9, top_k=20, repetition_penalty=1.1, log_completions=True))
+    options = grpo.stage_options()
+    assert {k: options[k] for k in ("reward_weights", "epsilon", "epsilon_high", "scale_rewards", "num_iterations",
+                                    "top_p", "top_k", "repetition_penalty", "log_completions")} == dict(
+        reward_weights=[0.5, 2.0], epsilon=0.1, epsilon_high=0.3, scale_rewards="batch", num_iterations=2, top_p=0.9,
+        top_k=20, repetition_penalty=1.1, log_completions=True)
+    mpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="dpo", loss_type=["sigmoid", "bco_pair", "sft"],
+                           loss_weights=["0.8", "0.2", "1.0"])).stage_options()
+    assert (mpo["loss_type"], mpo["loss_weights"]) == (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0])
+    from swiftlike.registry import SwiftlikeError
+
+    with pytest.raises(SwiftlikeError, match="--loss_weights: 2 weight"):
+        _args(tiny_model, tmp_path, rlhf_type="dpo", loss_weights=["1", "2"]).check_stage_options()
 
 
 def test_adapters_from_another_base_are_refused(tiny_model, data, tmp_path, tokenizer_dir):

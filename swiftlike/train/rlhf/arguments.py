@@ -13,7 +13,7 @@ RLHF_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "rm", "ppo", "grpo")
 # --loss_type values TRL's trainer for each stage knows (simpo: CPO's simpo loss, set by swiftlike)
 LOSS_TYPES = {
     "dpo": ("sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down",
-            "exo_pair", "aot", "aot_unpaired", "discopop", "sigmoid_norm"),
+            "exo_pair", "aot", "aot_unpaired", "discopop", "sigmoid_norm", "sft"),
     "cpo": ("sigmoid", "hinge", "ipo"), "simpo": ("simpo",), "kto": ("kto", "apo_zero_unpaired"),
     "grpo": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
 }
@@ -24,10 +24,10 @@ DEFAULT_BETA = {"dpo": 0.1, "kto": 0.1, "orpo": 0.1, "cpo": 0.1, "simpo": 2.0, "
 class RlhfArguments(TrainArguments):
     rlhf_type: str = arg("dpo", f"The stage: {', '.join(RLHF_TYPES)}.")
     beta: Optional[float] = arg(None, "Strength of the preference (DPO, KTO, CPO, SimPO, ORPO's lambda) or of the KL "
-                                "penalty (GRPO, PPO); default per type: dpo/kto/orpo/cpo 0.1, simpo 2.0, grpo 0.04, "
-                                "ppo 0.05.")
+                                "penalty (GRPO, PPO: ms-swift's --kl_coef); default per type: dpo/kto/orpo/cpo 0.1, "
+                                "simpo 2.0, grpo 0.04, ppo 0.05.", aliases=["kl_coef"])
     loss_type: list = arg([], "DPO's loss (sigmoid, ipo, hinge, robust, bco_pair, sppo_hard, nca_pair, apo_zero, "
-                          "apo_down, exo_pair, aot, aot_unpaired, discopop, sigmoid_norm; several add up); CPO's "
+                          "apo_down, exo_pair, aot, aot_unpaired, discopop, sigmoid_norm, sft; several add up); CPO's "
                           "(sigmoid, hinge, ipo); KTO's (kto, apo_zero_unpaired); GRPO's (grpo, dr_grpo, dapo, "
                           "bnpo, cispo, sapo, luspo, vespo; default TRL's dapo, ms-swift's is grpo).")
     rpo_alpha: Optional[float] = arg(None, "DPO: weight of an NLL (sft) term on the chosen answers (RPO) — keeps "
@@ -51,6 +51,30 @@ class RlhfArguments(TrainArguments):
     max_completion_length: int = arg(64, "GRPO/PPO: longest sampled completion in tokens.",
                                      aliases=["response_length"])
     temperature: float = arg(1.0, "GRPO/PPO: sampling temperature.")
+    loss_weights: list = arg([], "DPO: a weight per --loss_type (ms-swift's MPO: sigmoid bco_pair sft with 0.8 "
+                             "0.2 1.0); default 1 each.")
+    reward_weights: list = arg([], "GRPO: a weight per --reward_funcs (default 1 each).")
+    epsilon: float = arg(0.2, "GRPO: the clipping range of the policy ratio.")
+    epsilon_high: Optional[float] = arg(None, "GRPO: the upper clipping range when it differs (DAPO's clip-higher).")
+    scale_rewards: str = arg("group", "GRPO: divide advantages by the reward std of the group, the batch, or none.")
+    num_iterations: int = arg(1, "GRPO: optimisation passes over each generation batch (μ).")
+    steps_per_generation: Optional[int] = arg(None, "GRPO: optimizer steps per generation batch (default: "
+                                              "--gradient_accumulation_steps).")
+    top_k: int = arg(0, "GRPO: sample from the k likeliest tokens (0: all).")
+    top_p: float = arg(1.0, "GRPO: nucleus sampling's probability mass.")
+    repetition_penalty: float = arg(1.0, "GRPO: penalty on repeated tokens while sampling (1: none).")
+    log_completions: bool = arg(False, "GRPO: log sampled prompts, completions and rewards.")
+    num_ppo_epochs: int = arg(1, "PPO: passes over each rollout batch (TRL's and ms-swift's default is 4; 1 keeps CPU "
+                              "runs short).")
+    num_mini_batches: int = arg(1, "PPO: mini-batches per rollout batch.")
+    cliprange: float = arg(0.2, "PPO: the clipping range of the policy ratio.")
+    cliprange_value: float = arg(0.2, "PPO: the clipping range of the value function.")
+    vf_coef: float = arg(0.1, "PPO: weight of the value loss.")
+    gamma: float = arg(1.0, "PPO: discount factor.")
+    lam: float = arg(0.95, "PPO: GAE's lambda.")
+    whiten_rewards: bool = arg(False, "PPO: normalise rewards to zero mean and unit variance.")
+    missing_eos_penalty: Optional[float] = arg(None, "PPO: subtracted from the reward of an answer that does not end "
+                                               "(no end-of-turn token).")
     reward_format: Optional[str] = arg(None, "The `format` reward's regex (default: one non-empty line).")
     reward_length: int = arg(20, "The `length` reward's target in words.")
 
@@ -91,6 +115,17 @@ class RlhfArguments(TrainArguments):
         if kind in ("grpo", "ppo") and self.temperature <= 0:
             raise SwiftlikeError(f"--temperature {self.temperature:g}: GRPO and PPO sample their answers; use a "
                                  f"temperature above 0 (e.g. 0.7 or 1.0)")
+        for flag, values, of in (("loss_weights", self.loss_weights, "loss_type"),
+                                 ("reward_weights", self.reward_weights, "reward_funcs")):
+            try:
+                [float(v) for v in values]
+            except (TypeError, ValueError):
+                raise SwiftlikeError(f"--{flag} {' '.join(map(str, values))}: numbers, one per --{of}") from None
+            if values and len(values) != len(getattr(self, of) or ([] if of == "reward_funcs" else ["sigmoid"])):
+                raise SwiftlikeError(f"--{flag}: {len(values)} weight(s) for {len(getattr(self, of) or ['sigmoid'])} "
+                                     f"--{of}; give one per --{of}")
+        if self.scale_rewards not in ("group", "batch", "none"):
+            raise SwiftlikeError(f"--scale_rewards {self.scale_rewards!r}: group, batch or none")
         if self.reward_format is not None:
             try:
                 re.compile(self.reward_format)

@@ -59,7 +59,11 @@ class GrpoRecipe(PreferenceRecipe):
     def stage_options(self) -> dict:
         a = self.args
         return dict(beta=self.beta, num_generations=a.num_generations, max_completion_length=a.max_completion_length,
-                    temperature=a.temperature, disable_dropout=True, log_completions=False,
+                    temperature=a.temperature, disable_dropout=True, log_completions=a.log_completions,
+                    epsilon=a.epsilon, epsilon_high=a.epsilon_high, scale_rewards=a.scale_rewards,
+                    num_iterations=a.num_iterations, steps_per_generation=a.steps_per_generation, top_k=a.top_k,
+                    top_p=a.top_p, repetition_penalty=a.repetition_penalty,
+                    reward_weights=[float(w) for w in a.reward_weights] or None,
                     **({"loss_type": a.loss_type[0]} if a.loss_type else {}))
 
     def make_trainer(self, callbacks: list):

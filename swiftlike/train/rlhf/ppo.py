@@ -67,9 +67,11 @@ class PpoRecipe(PreferenceRecipe):
         a = self.args
         stops = self.template.stop_token_ids
         return dict(kl_coef=self.beta, response_length=a.max_completion_length, temperature=a.temperature,
-                    stop_token_id=stops[0] if stops else self.tokenizer.eos_token_id, num_ppo_epochs=1,
-                    num_mini_batches=1, local_rollout_forward_batch_size=a.per_device_train_batch_size,
-                    total_episodes=self.total_episodes(), missing_eos_penalty=None)
+                    stop_token_id=stops[0] if stops else self.tokenizer.eos_token_id, num_ppo_epochs=a.num_ppo_epochs,
+                    num_mini_batches=a.num_mini_batches, local_rollout_forward_batch_size=a.per_device_train_batch_size,
+                    total_episodes=self.total_episodes(), missing_eos_penalty=a.missing_eos_penalty,
+                    cliprange=a.cliprange, cliprange_value=a.cliprange_value, vf_coef=a.vf_coef, gamma=a.gamma,
+                    lam=a.lam, whiten_rewards=a.whiten_rewards)
 
     def total_episodes(self) -> int:
         a = self.args

@@ -103,7 +103,7 @@ class DpoRecipe(PreferenceRecipe):
     def stage_options(self) -> dict:
         a = self.args
         loss_type = list(a.loss_type) or ["sigmoid"]
-        weights = [1.0] * len(loss_type)
+        weights = [float(w) for w in a.loss_weights] or [1.0] * len(loss_type)
         if a.rpo_alpha:
             loss_type.append("sft")
             weights.append(a.rpo_alpha)
