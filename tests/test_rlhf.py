@@ -169,8 +169,10 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
     with torch.no_grad():
         assert model(**ids).logits.shape == (2, 1)
     # with validation prompts (TRL samples answers to them while training; there is no evaluation loss to end on)
+    # the reward model's run directory (as LLaMA-Factory's YAMLs name it) stands for its newest checkpoint
     ppo = swiftlike.rlhf(_args(tiny_model, tmp_path, rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
-                               reward_model=str(ckpt), max_completion_length=6, split_dataset_ratio=0.25,
+                               reward_model=str(reward_model["run_dir"]), max_completion_length=6,
+                               split_dataset_ratio=0.25,
                                num_ppo_epochs=2, cliprange=0.3, vf_coef=0.2, lam=0.9, beta=0.07))
     trained = torch.load(ppo["last_checkpoint"] / "training_args.bin", weights_only=False)
     assert (trained.num_ppo_epochs, trained.cliprange, trained.vf_coef, trained.lam, trained.kl_coef) == (
@@ -590,3 +592,16 @@ def test_llamafactory_preference_yaml_with_its_dataset_info(tiny_model, tmp_path
     # LLaMA-Factory's defaults where swiftlike's differ
     assert (args["lora_alpha"], args["lora_dropout"], args["weight_decay"]) == (16, 0.0, 0.0)
     assert any(metric in row for row in _logs(out))
+
+
+def test_llamafactory_ppo_yaml_keys():
+    """LLaMA-Factory's PPO YAML: max_new_tokens is the completion length; top_k/top_p are named as ignored (TRL's PPO
+    samples with the temperature alone), not refused."""
+    from swiftlike.train.llamafactory import translate
+
+    out, ignored = translate({"stage": "ppo", "model_name_or_path": "m", "reward_model": "saves/rm",
+                              "finetuning_type": "lora", "max_new_tokens": 512, "top_k": 0, "top_p": 0.9},
+                             source="ppo.yaml", stages=("dpo",))
+    assert (out["rlhf_type"], out["max_completion_length"], out["reward_model"]) == ("ppo", 512, "saves/rm")
+    assert {"top_k", "top_p"} <= set(ignored) and "top_p" not in out
+

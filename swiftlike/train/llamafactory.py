@@ -18,7 +18,7 @@ RENAMED = {
     # preference stages
     "pref_beta": "beta", "pref_ftx": "rpo_alpha", "dpo_label_smoothing": "label_smoothing",
     "kto_chosen_weight": "desirable_weight", "kto_rejected_weight": "undesirable_weight",
-    "additional_target": "modules_to_save",
+    "additional_target": "modules_to_save", "max_new_tokens": "max_completion_length",
 }
 SAME = {
     "template", "simpo_gamma", "reward_model", "ref_model", "lora_rank", "lora_alpha", "lora_dropout", "use_dora", "use_rslora", "per_device_train_batch_size",
@@ -73,6 +73,8 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
         # LLaMA-Factory: pissa_iter FSVD iterations, -1 for the exact SVD
         out["init_lora_weights"] = "pissa" if int(pissa_iter) == -1 else f"pissa_niter_{int(pissa_iter)}"
     dataset_dir = data.pop("dataset_dir", None)
+    # LLaMA-Factory's PPO samples with top_k/top_p too; TRL's PPO trainer samples with the temperature alone
+    ignored_sampling = [k for k in ("top_k", "top_p") if got == "ppo" and data.pop(k, None) is not None]
     for key, value in data.items():
         if key in RENAMED:
             out[RENAMED[key]] = value
@@ -88,6 +90,7 @@ def translate(data: dict, *, source: str, stages=("sft",)) -> tuple[dict, list[s
         raise SwiftlikeError(f"{source}: LLaMA-Factory option(s) swiftlike does not know: {', '.join(sorted(unknown))}"
                              f"; remove them or use swiftlike's spelling (`swiftlike {COMMAND_FOR_STAGE.get(got, 'sft')} "
                              f"--help`)")
+    ignored += ignored_sampling
     out.setdefault("add_output_dir_suffix", False)  # LLaMA-Factory writes into output_dir itself
     # LLaMA-Factory's defaults where swiftlike's (ms-swift's) differ: the same YAML trains the same thing
     out.setdefault("lora_alpha", 2 * int(out.get("lora_rank", 8)))

@@ -34,6 +34,11 @@ class PpoRecipe(PreferenceRecipe):
 
         given = self.args.reward_model
         path = Path(given).expanduser()
+        if path.is_dir() and not read_manifest(path):  # a run directory (LLaMA-Factory names its output_dir): its
+            from ..outputs import find_last_checkpoint  # newest checkpoint
+
+            path = find_last_checkpoint(path) or path
+            self.args.reward_model = str(path)
         if not path.is_dir() or (read_manifest(path).get("rlhf_type") != "rm"
                                  and saved_args(path).get("rlhf_type") != "rm"):
             raise SwiftlikeError(f"--reward_model {given}: not a reward model (a checkpoint of --rlhf_type rm)")
