@@ -126,7 +126,8 @@ def test_sft_then_dpo_on_the_same_adapter(tiny_model, data, tmp_path):
                         lora_rank=4, lora_alpha=8)
     start = load_file(sft["last_checkpoint"] / "adapter_model.safetensors")
     dpo = swiftlike.rlhf(_args(tiny_model, tmp_path / "d", rlhf_type="dpo", dataset=str(data / "pairs.jsonl"),
-                               adapters=[str(sft["last_checkpoint"])], lora_rank=16))
+                               adapters=[str(sft["last_checkpoint"])], lora_rank=16,
+                               ref_adapters=[str(sft["last_checkpoint"])]))  # ms-swift's spelling of the recipe
     end = load_file(dpo["last_checkpoint"] / "adapter_model.safetensors")
     assert end.keys() == start.keys()  # the same adapter (rank 4 as trained, not the new --lora_rank)
     assert any(not torch.equal(end[k], start[k]) for k in end)
@@ -415,6 +416,8 @@ def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path,
     (dict(rlhf_type="grpo", reward_format="("), "--reward_format '(': not a regular expression"),
     (dict(rlhf_type="dpo", ref_model="/nonexistent/m"), "--ref_model /nonexistent/m: no such directory"),
     (dict(rlhf_type="dpo", truncation_strategy="bogus"), "--truncation_strategy 'bogus': rlhf takes delete"),
+    (dict(rlhf_type="dpo", adapters=["sft/ckpt"], ref_adapters=["sft/ckpt/"]), None),  # ms-swift's sft -> dpo
+    (dict(rlhf_type="dpo", adapters=["sft/ckpt"], ref_adapters=["other"]), "--ref_adapters other: the reference is"),
 ])
 def test_stage_options_are_checked_before_anything_loads(options, message):
     """What TRL refuses only once the model is loaded (or mid-training, in its own words), refused up front."""

@@ -36,6 +36,9 @@ class RlhfArguments(TrainArguments):
     ref_model: Optional[str] = arg(None, "DPO/KTO reference: a model dir, hub id or model type (default: for LoRA "
                                    "the base with the adapter disabled — no second copy of the weights; for "
                                    "full/freeze a frozen copy of the starting model).")
+    ref_adapters: list = arg([], "DPO/KTO: ms-swift's reference adapter; the adapter --adapters continues (its "
+                             "frozen copy is the reference already), the sft -> dpo recipe's `--adapters X "
+                             "--ref_adapters X`.")
     precompute_ref_log_probs: bool = arg(False, "DPO/KTO: compute the reference log-probs once before training.")
     desirable_weight: float = arg(1.0, "KTO: weight of desirable (label true) answers.")
     undesirable_weight: float = arg(1.0, "KTO: weight of undesirable (label false) answers.")
@@ -132,6 +135,11 @@ class RlhfArguments(TrainArguments):
             except re.error as err:
                 raise SwiftlikeError(f"--reward_format {self.reward_format!r}: not a regular expression ({err})") \
                     from None
+        if self.ref_adapters and [str(p).rstrip("/") for p in self.ref_adapters] != [
+                str(p).rstrip("/") for p in self.adapters]:
+            raise SwiftlikeError(f"--ref_adapters {' '.join(map(str, self.ref_adapters))}: the reference is the "
+                                 f"adapter --adapters continues (a frozen copy) or the base; pass the same adapter to "
+                                 f"both, or a merged model as --ref_model (swiftlike merge-lora)")
         ref = self.ref_model
         if ref and ref.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(ref)):
             raise SwiftlikeError(f"--ref_model {ref}: no such directory")
