@@ -182,6 +182,7 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
     assert any("objective/kl" in r for r in _logs(ppo["run_dir"]))
     manifest = json.loads((ppo["last_checkpoint"] / "swiftlike.json").read_text())
     assert manifest["reward_model"] == str(ckpt) and "loss/policy_avg" in manifest["metrics"]
+    assert manifest["reference"] == "base (adapter disabled)"
     assert (ppo["run_dir"] / "loss.png").exists()  # PPO's policy loss
     strict = {"parse_constant": lambda c: pytest.fail(f"{c} in JSON")}  # PPO logs NaN variances on tiny batches
     json.loads((ppo["run_dir"] / "metrics.json").read_text(), **strict)
@@ -320,7 +321,7 @@ def test_grpo_with_a_plugin_reward(tiny_model, data, tmp_path, plugins):
     rows = _logs(result["run_dir"])
     assert any("rewards/short/mean" in r and "rewards/accuracy/mean" in r for r in rows)
     manifest = json.loads((result["last_checkpoint"] / "swiftlike.json").read_text())
-    assert manifest["reward_funcs"] == ["accuracy", "short"]
+    assert manifest["reward_funcs"] == ["accuracy", "short"] and manifest["reference"] == "base (adapter disabled)"
 
 
 def test_pretraining_lowers_held_out_perplexity(tiny_model, tmp_path):

@@ -66,6 +66,9 @@ class GrpoRecipe(PreferenceRecipe):
                     reward_weights=[float(w) for w in a.reward_weights] or None,
                     **({"loss_type": a.loss_type[0]} if a.loss_type else {}))
 
+    def reference_name(self) -> str | None:
+        return self.sampled_reference_name() if self.beta else None  # beta 0: TRL keeps no reference
+
     def make_trainer(self, callbacks: list):
         return self.trainer_class(model=self.model, reward_funcs=self.rewards, args=self.training_arguments(),
                                   train_dataset=self.train_data, eval_dataset=self.val_data or None,

@@ -119,6 +119,9 @@ class PpoRecipe(PreferenceRecipe):
     def manifest_info(self) -> dict:
         return {**super().manifest_info(), "reward_model": str(self.args.reward_model)}
 
+    def reference_name(self) -> str | None:
+        return self.sampled_reference_name()
+
 
 def ppo_trainer():
     from trl.experimental.ppo import PPOTrainer

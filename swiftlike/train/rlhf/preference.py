@@ -82,7 +82,13 @@ class PreferenceRecipe(TrainingRecipe):
                 "reference": self.reference_name()}
 
     def reference_name(self) -> str | None:
+        """What the KL term or the implicit reward is measured against (None: the stage has no reference)."""
         return None
+
+    def sampled_reference_name(self) -> str | None:
+        """GRPO's and PPO's reference in TRL: the policy with its adapter disabled, or a frozen copy of it."""
+        return "base (adapter disabled)" if getattr(self.model, "peft_config", None) else \
+            "frozen copy of the starting model"
 
 
 class DpoRecipe(PreferenceRecipe):
