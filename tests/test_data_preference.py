@@ -141,6 +141,9 @@ def test_kto_from_pairs_samples_and_splits_whole_pairs(tmp_path):
     split = load_dataset(str(pairs), split_dataset_ratio=0.2, kind="kto")
     prompts = [{r["messages"][-1]["content"] for r in rows} for rows in (split.train, split.val)]
     assert len(split.val) == 8 and len(prompts[1]) == 4 and not prompts[0] & prompts[1]
+    # the shuffled order survives the split: KTO's KL term pairs neighbours, which must not be a pair's two halves
+    twins = sum(a["messages"] == b["messages"] for a, b in zip(split.train[::2], split.train[1::2]))
+    assert twins < len(split.train) // 4
     sampled = load_dataset(f"{pairs}#5", kind="kto").train
     assert len(sampled) == 10 and sorted(r["label"] for r in sampled) == [False] * 5 + [True] * 5
     assert len({r["messages"][-1]["content"] for r in sampled}) == 5

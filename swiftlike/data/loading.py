@@ -204,9 +204,10 @@ def split_rows(rows: list, ratio: float, seed: int = 42):
         raise DatasetError(f"split_dataset_ratio={ratio} leaves no training rows out of {len(rows)}")
     order = list(range(len(groups)))
     random.Random(seed).shuffle(order)
-    val_idx = set(order[:n_val])
-    return ([r for i, g in enumerate(groups) if i not in val_idx for r in g],
-            [r for i in sorted(val_idx) for r in groups[i]])
+    val_rows = {id(r) for i in order[:n_val] for r in groups[i]}
+    # each side keeps the rows' own order: KTO's KL term pairs a row with its neighbour's answer, so the halves of a
+    # pair must not be put next to each other
+    return [r for r in rows if id(r) not in val_rows], [r for r in rows if id(r) in val_rows]
 
 
 def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Sequence[str], None] = None, *,
