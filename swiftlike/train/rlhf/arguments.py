@@ -105,10 +105,6 @@ class RlhfArguments(TrainArguments):
             raise SwiftlikeError(f"--truncation_strategy {self.truncation_strategy!r}: rlhf takes delete (drop a "
                                  f"row over --max_length, counted) or left (cut the start of its prompt)")
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        if kind == "kto" and (self.loss_type or ["kto"])[0] == "kto" and self.per_device_train_batch_size < 2:
-            raise SwiftlikeError("--rlhf_type kto needs --per_device_train_batch_size 2 or more: its KL estimate "
-                                 "pairs each answer with another row's prompt in the same batch (or use "
-                                 "--loss_type apo_zero_unpaired, which has no KL term)")
         if kind == "grpo":
             batch = self.per_device_train_batch_size * self.gradient_accumulation_steps * world
             if self.num_generations < 2 or batch % self.num_generations:

@@ -33,9 +33,24 @@ def kto_trainer():
     from trl import KTOTrainer
 
     class SwiftlikeKTOTrainer(AtomicCheckpoints, KTOTrainer):
+        def __init__(self, *a, args=None, **kw):
+            # TRL refuses one row a step: it makes the KL term's mismatched answers within each batch. Rotating them
+            # over windows of two rows of the data instead (what LLaMA-Factory and ms-swift precompute) lets
+            # --per_device_train_batch_size 1 train, as it does with the peers' KTO
+            single = args is not None and args.per_device_train_batch_size == 1 and args.loss_type == "kto"
+            if single:
+                args.per_device_train_batch_size = 2
+            try:
+                super().__init__(*a, args=args, **kw)
+            finally:
+                if single:
+                    args.per_device_train_batch_size = 1
+            if single:
+                self._train_batch_size = args.train_batch_size
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             # encoded by swiftlike (prompt_ids, completion_ids, label); the KL term's mismatched pairs as TRL makes
-            # them: each batch's completions rotated by one against its prompts
+            # them: each batch's completions rotated by one against its prompts (windows of two at batch 1)
             if not self.calculate_KL:
                 return dataset
 
@@ -43,6 +58,6 @@ def kto_trainer():
                 batch["KL_completion_ids"] = [batch["completion_ids"][-1]] + batch["completion_ids"][:-1]
                 return batch
 
-            return dataset.map(rotate, batched=True, batch_size=args.per_device_train_batch_size)
+            return dataset.map(rotate, batched=True, batch_size=max(2, args.per_device_train_batch_size))
 
     return SwiftlikeKTOTrainer
