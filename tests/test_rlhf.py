@@ -475,15 +475,19 @@ def test_simpo_nll_term_and_grpo_loss_type_reach_trl(tiny_model, data, tmp_path)
     # ms-swift's GRPO and DPO knobs reach TRL's configs
     grpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="grpo", reward_funcs=["length", "format"],
                             reward_weights=["0.5", "2"], epsilon=0.1, epsilon_high=0.3, scale_rewards="batch",
-                            num_iterations=2, top_p=0.9, top_k=20, repetition_penalty=1.1, log_completions=True))
+                            num_iterations=2, top_p=0.9, top_k=20, repetition_penalty=1.1, log_completions=True,
+                            importance_sampling_level="sequence", mask_truncated_completions=True))
     options = grpo.stage_options()
     assert {k: options[k] for k in ("reward_weights", "epsilon", "epsilon_high", "scale_rewards", "num_iterations",
-                                    "top_p", "top_k", "repetition_penalty", "log_completions")} == dict(
+                                    "top_p", "top_k", "repetition_penalty", "log_completions",
+                                    "importance_sampling_level", "mask_truncated_completions")} == dict(
         reward_weights=[0.5, 2.0], epsilon=0.1, epsilon_high=0.3, scale_rewards="batch", num_iterations=2, top_p=0.9,
-        top_k=20, repetition_penalty=1.1, log_completions=True)
+        top_k=20, repetition_penalty=1.1, log_completions=True, importance_sampling_level="sequence",
+        mask_truncated_completions=True)
     mpo = recipe_for(_args(tiny_model, tmp_path, rlhf_type="dpo", loss_type=["sigmoid", "bco_pair", "sft"],
-                           loss_weights=["0.8", "0.2", "1.0"])).stage_options()
+                           loss_weights=["0.8", "0.2", "1.0"], ld_alpha=0.5, discopop_tau=0.1)).stage_options()
     assert (mpo["loss_type"], mpo["loss_weights"]) == (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0])
+    assert (mpo["ld_alpha"], mpo["discopop_tau"]) == (0.5, 0.1)
     from swiftlike.registry import SwiftlikeError
 
     with pytest.raises(SwiftlikeError, match="--loss_weights: 2 weight"):

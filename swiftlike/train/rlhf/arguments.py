@@ -67,6 +67,12 @@ class RlhfArguments(TrainArguments):
     top_p: float = arg(1.0, "GRPO: nucleus sampling's probability mass.")
     repetition_penalty: float = arg(1.0, "GRPO: penalty on repeated tokens while sampling (1: none).")
     log_completions: bool = arg(False, "GRPO: log sampled prompts, completions and rewards.")
+    importance_sampling_level: str = arg("token", "GRPO: the policy ratio per token, or per sequence (GSPO).")
+    mask_truncated_completions: bool = arg(False, "GRPO: no loss on completions cut at --max_completion_length "
+                                           "(ms-swift's --overlong_filter).", aliases=["overlong_filter"])
+    ld_alpha: Optional[float] = arg(None, "DPO: LD-DPO's weight of the answer tokens past the shorter answer's "
+                                    "length (length desensitisation; 1 = plain DPO).")
+    discopop_tau: float = arg(0.05, "DPO: the discopop loss's temperature.")
     num_ppo_epochs: int = arg(1, "PPO: passes over each rollout batch (TRL's and ms-swift's default is 4; 1 keeps CPU "
                               "runs short).")
     num_mini_batches: int = arg(1, "PPO: mini-batches per rollout batch.")
@@ -123,6 +129,8 @@ class RlhfArguments(TrainArguments):
             if values and len(values) != len(getattr(self, of) or ([] if of == "reward_funcs" else ["sigmoid"])):
                 raise SwiftlikeError(f"--{flag}: {len(values)} weight(s) for {len(getattr(self, of) or ['sigmoid'])} "
                                      f"--{of}; give one per --{of}")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise SwiftlikeError(f"--importance_sampling_level {self.importance_sampling_level!r}: token or sequence")
         if self.scale_rewards not in ("group", "batch", "none"):
             raise SwiftlikeError(f"--scale_rewards {self.scale_rewards!r}: group, batch or none")
         if self.reward_format is not None:

@@ -63,6 +63,8 @@ class GrpoRecipe(PreferenceRecipe):
                     epsilon=a.epsilon, epsilon_high=a.epsilon_high, scale_rewards=a.scale_rewards,
                     num_iterations=a.num_iterations, steps_per_generation=a.steps_per_generation, top_k=a.top_k,
                     top_p=a.top_p, repetition_penalty=a.repetition_penalty,
+                    importance_sampling_level=a.importance_sampling_level,
+                    mask_truncated_completions=a.mask_truncated_completions,
                     reward_weights=[float(w) for w in a.reward_weights] or None,
                     **({"loss_type": a.loss_type[0]} if a.loss_type else {}))
 

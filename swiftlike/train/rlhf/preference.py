@@ -114,7 +114,8 @@ class DpoRecipe(PreferenceRecipe):
             loss_type.append("sft")
             weights.append(a.rpo_alpha)
         return dict(beta=self.beta, loss_type=loss_type, loss_weights=weights, label_smoothing=a.label_smoothing,
-                    precompute_ref_log_probs=a.precompute_ref_log_probs, max_length=None, disable_dropout=True)
+                    precompute_ref_log_probs=a.precompute_ref_log_probs, max_length=None, disable_dropout=True,
+                    ld_alpha=a.ld_alpha, discopop_tau=a.discopop_tau)
 
     def trainer_kwargs(self) -> dict:
         return {"ref_model": self.ref}
