@@ -303,6 +303,12 @@ def test_builtin_rewards():
     assert accuracy(["Paris, of course", "paris", "Rome"], solution="Paris") == [1, 1, 0]
     assert accuracy(["3"], solution=None) == [0]
     assert format_reward(["<a>1</a>", "1"], pattern=r"<a>\d</a>") == [1, 0]
+    # ms-swift's GRPO examples: the R1 format by default, and a marked final answer judged on its own
+    r1 = "<think>\n29 + 45\n</think>\n<answer>\\boxed{74}</answer>"
+    assert format_reward([r1, "junk words", "<answer>74</answer>"]) == [1, 0, 0]
+    assert accuracy([r1, "<answer>74.0</answer>", "\\boxed{\\frac{1}{2}} not 74", "<answer>7</answer> 74"],
+                    solution=["We add: $\\boxed{74}$"] * 4) == [1, 1, 0, 0]
+    assert accuracy(["\\boxed{\\frac{1}{2}}"], solution=["\\frac{1}{2}"]) == [1]
     assert length(["one two", "one two three four", ""], target=2) == [1, 0, 0]
 
 
@@ -443,6 +449,20 @@ def test_kto_trains_one_row_a_step(tiny_model, data, tmp_path):
     trained = torch.load(out["last_checkpoint"] / "training_args.bin", weights_only=False)
     assert trained.per_device_train_batch_size == 1
     assert json.loads((out["last_checkpoint"] / "trainer_state.json").read_text())["train_batch_size"] == 1
+
+
+def test_options_of_another_stage_are_named(caplog):
+    """ms-swift scripts carry options other stages read (--top_p for PPO, --beta for a reward model): named in one
+    note, not silently dropped; a stage's own options and defaults say nothing."""
+    from swiftlike.train.rlhf.arguments import RlhfArguments
+
+    with caplog.at_level("WARNING", logger="swiftlike"):
+        RlhfArguments(rlhf_type="ppo", top_p=0.9, top_k=5, cliprange=0.3).check_stage_options()
+        RlhfArguments(rlhf_type="rm", beta=0.2).check_stage_options()
+        RlhfArguments(rlhf_type="grpo", top_p=0.9, num_generations=2).check_stage_options()
+    assert [r.getMessage() for r in caplog.records] == [
+        "note: --top_k, --top_p do not apply to --rlhf_type ppo; ignored",
+        "note: --beta does not apply to --rlhf_type rm; ignored"]
 
 
 def test_rows_over_max_length_are_dropped_and_counted(tiny_model, data, tmp_path, capsys):
@@ -623,4 +643,19 @@ def test_llamafactory_ppo_yaml_keys():
                              source="ppo.yaml", stages=("dpo",))
     assert (out["rlhf_type"], out["max_completion_length"], out["reward_model"]) == ("ppo", 512, "saves/rm")
     assert {"top_k", "top_p"} <= set(ignored) and "top_p" not in out
+
+
+def test_llamafactory_freeze_keys():
+    """freeze_trainable_modules: all (LLaMA-Factory's default) is what swiftlike's freeze does; another value, and
+    use_llama_pro (a model LLaMA-Factory's script expanded beforehand), are one line saying what to run instead."""
+    from swiftlike.registry import SwiftlikeError
+    from swiftlike.train.llamafactory import translate
+
+    base = {"stage": "sft", "model_name_or_path": "m", "finetuning_type": "freeze", "freeze_trainable_layers": 2}
+    out, _ = translate({**base, "freeze_trainable_modules": "all", "use_llama_pro": False}, source="f.yaml")
+    assert (out["train_type"], out["trainable_layers"]) == ("freeze", 2)
+    with pytest.raises(SwiftlikeError, match="freeze_trainable_modules 'mlp': swiftlike's freeze trains whole layers"):
+        translate({**base, "freeze_trainable_modules": "mlp"}, source="f.yaml")
+    with pytest.raises(SwiftlikeError, match="swiftlike plugin install llama-pro"):
+        translate({**base, "use_llama_pro": True}, source="f.yaml")
 

@@ -124,11 +124,11 @@ def read_source(source: Source, fmt: Optional[str] = None, columns: Optional[dic
 
 
 def _groups(rows: list) -> list[list]:
-    """Rows grouped by the source row they came from (`location`: a preference pair read by KTO gives two rows), in
-    order; rows without a location are their own group."""
+    """Rows grouped by the source row they came from (a preference pair read by KTO gives two rows marked `pair`, at
+    one `location`), in order; every other row is its own group."""
     groups, at = [], {}
     for row in rows:
-        key = row.get("location") if isinstance(row, dict) else None
+        key = row.get("location") if isinstance(row, dict) and row.get("pair") else None
         if key is not None and key in at:
             groups[at[key]].append(row)
             continue

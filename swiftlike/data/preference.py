@@ -49,7 +49,8 @@ def convert(row: dict, kind: str, roles: Optional[dict] = None) -> list[dict]:
         raise RowError(reason)
     if kind == "kto" and row.get("label", row.get("kto_tag")) is None and _is_pair(row):
         pair = _preference(row, roles)
-        outs = [{"messages": pair["messages"], "completion": pair[key], "label": key == "chosen", **(
+        # `pair`: the two rows are halves of one source row, sampled and split together (loading.py)
+        outs = [{"messages": pair["messages"], "completion": pair[key], "label": key == "chosen", "pair": True, **(
             {"tools": pair["tools"]} if "tools" in pair else {})} for key in ("chosen", "rejected")]
     else:
         outs = [{"preference": _preference, "kto": _kto, "text": _text_row, "rl": _rl}[kind](row, roles)]

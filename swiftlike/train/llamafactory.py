@@ -166,6 +166,20 @@ def _freeze_trainable_layers(out, value, source):
     out["trainable_layers"] = int(value)
 
 
+def _freeze_trainable_modules(out, value, source):
+    if _names(value) not in (["all"], []):  # LLaMA-Factory's default: every module of the trainable layers
+        raise SwiftlikeError(f"{source}: freeze_trainable_modules {value!r}: swiftlike's freeze trains whole layers "
+                             f"(all their modules); remove the key, or train those modules with LoRA")
+
+
+def _use_llama_pro(out, value, source):
+    if value:
+        raise SwiftlikeError(f"{source}: use_llama_pro: LLaMA-Factory trains a model its scripts/llama_pro.py "
+                             f"expanded; swiftlike expands the original model while training: `swiftlike plugin "
+                             f"install llama-pro`, then `swiftlike sft --train_type llama_pro --tuner_args "
+                             f"'{{\"num_expand\": N}}'`")
+
+
 def _quantization_method(out, value, source):
     if value not in ("bnb", "bitsandbytes"):
         raise SwiftlikeError(f"{source}: quantization_method {value!r}; swiftlike quantizes with bitsandbytes (bnb)")
@@ -176,4 +190,5 @@ SPECIAL = {
     "flash_attn": _flash_attn, "disable_gradient_checkpointing": _disable_gradient_checkpointing,
     "train_on_prompt": _train_on_prompt, "mask_history": _mask_history, "pure_bf16": _pure_bf16,
     "freeze_trainable_layers": _freeze_trainable_layers, "quantization_method": _quantization_method,
+    "freeze_trainable_modules": _freeze_trainable_modules, "use_llama_pro": _use_llama_pro,
 }

@@ -17,6 +17,23 @@ LOSS_TYPES = {
     "cpo": ("sigmoid", "hinge", "ipo"), "simpo": ("simpo",), "kto": ("kto", "apo_zero_unpaired"),
     "grpo": ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"),
 }
+# options that only some stages read: set on another stage they would do nothing, which the check says
+_GRPO = ("grpo",)
+_PPO = ("ppo",)
+USED_BY = {
+    "beta": ("dpo", "kto", "orpo", "simpo", "cpo", "grpo", "ppo"), "rpo_alpha": ("dpo",),
+    "label_smoothing": ("dpo", "cpo"), "ref_model": ("dpo", "kto"), "ref_adapters": ("dpo", "kto"),
+    "precompute_ref_log_probs": ("dpo", "kto"), "desirable_weight": ("kto",), "undesirable_weight": ("kto",),
+    "cpo_alpha": ("cpo", "simpo"), "simpo_gamma": ("simpo",), "reward_model": _PPO,
+    "center_rewards_coefficient": ("rm",), "loss_weights": ("dpo",), "ld_alpha": ("dpo",), "discopop_tau": ("dpo",),
+    "max_completion_length": ("grpo", "ppo"), "temperature": ("grpo", "ppo"),
+    **{k: _GRPO for k in ("reward_funcs", "num_generations", "reward_format", "reward_length", "reward_weights",
+                          "epsilon", "epsilon_high", "scale_rewards", "num_iterations", "steps_per_generation",
+                          "top_k", "top_p", "repetition_penalty", "log_completions", "importance_sampling_level",
+                          "mask_truncated_completions")},
+    **{k: _PPO for k in ("num_ppo_epochs", "num_mini_batches", "cliprange", "cliprange_value", "vf_coef", "gamma",
+                         "lam", "whiten_rewards", "missing_eos_penalty")},
+}
 DEFAULT_BETA = {"dpo": 0.1, "kto": 0.1, "orpo": 0.1, "cpo": 0.1, "simpo": 2.0, "grpo": 0.04, "ppo": 0.05}
 
 
@@ -84,7 +101,8 @@ class RlhfArguments(TrainArguments):
     whiten_rewards: bool = arg(False, "PPO: normalise rewards to zero mean and unit variance.")
     missing_eos_penalty: Optional[float] = arg(None, "PPO: subtracted from the reward of an answer that does not end "
                                                "(no end-of-turn token).")
-    reward_format: Optional[str] = arg(None, "The `format` reward's regex (default: one non-empty line).")
+    reward_format: Optional[str] = arg(None, "The `format` reward's regex over the whole answer (default: ms-swift's "
+                                       "<think>...</think><answer>...</answer>).")
     reward_length: int = arg(20, "The `length` reward's target in words.")
 
     def check_stage_options(self) -> None:
@@ -126,9 +144,9 @@ class RlhfArguments(TrainArguments):
                 [float(v) for v in values]
             except (TypeError, ValueError):
                 raise SwiftlikeError(f"--{flag} {' '.join(map(str, values))}: numbers, one per --{of}") from None
-            if values and len(values) != len(getattr(self, of) or ([] if of == "reward_funcs" else ["sigmoid"])):
-                raise SwiftlikeError(f"--{flag}: {len(values)} weight(s) for {len(getattr(self, of) or ['sigmoid'])} "
-                                     f"--{of}; give one per --{of}")
+            targets = len(getattr(self, of) or ([] if of == "reward_funcs" else ["sigmoid"]))
+            if values and len(values) != targets:
+                raise SwiftlikeError(f"--{flag}: {len(values)} weight(s) for {targets} --{of}; give one per --{of}")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise SwiftlikeError(f"--importance_sampling_level {self.importance_sampling_level!r}: token or sequence")
         if self.scale_rewards not in ("group", "batch", "none"):
@@ -144,6 +162,14 @@ class RlhfArguments(TrainArguments):
             raise SwiftlikeError(f"--ref_adapters {' '.join(map(str, self.ref_adapters))}: the reference is the "
                                  f"adapter --adapters continues (a frozen copy) or the base; pass the same adapter to "
                                  f"both, or a merged model as --ref_model (swiftlike merge-lora)")
+        unused = [name for name, stages in USED_BY.items() if kind not in stages and getattr(self, name) not in (
+            _default(name), None, [], False)]
+        if unused:  # ms-swift scripts carry options of other stages; saying so beats a silent no-op
+            import logging
+
+            logging.getLogger("swiftlike").warning(
+                "note: %s %s not apply to --rlhf_type %s; ignored", ", ".join(f"--{n}" for n in unused),
+                "does" if len(unused) == 1 else "do", kind)
         ref = self.ref_model
         if ref and ref.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(ref)):
             raise SwiftlikeError(f"--ref_model {ref}: no such directory")
@@ -152,3 +178,11 @@ class RlhfArguments(TrainArguments):
         super().__post_init__()
         if self.rlhf_type in ("simpo",) and not self.loss_type:
             self.loss_type = ["simpo"]
+
+
+def _default(name: str):
+    from dataclasses import MISSING, fields
+
+    f = next(f for f in fields(RlhfArguments) if f.name == name)
+    return f.default if f.default is not MISSING else f.default_factory()
+

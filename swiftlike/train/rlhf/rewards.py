@@ -20,16 +20,54 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower()).rstrip(".!")
 
 
+# ms-swift's (DeepSeek-R1's) format: reasoning in <think>, then the answer in <answer>, nothing after it
+R1_FORMAT = r"<think>.*?</think>\s*<answer>.*?</answer>"
+
+
+def final_answer(text: str) -> str | None:
+    """The answer a reply marks as final: the last `\\boxed{...}` (braces balanced), else the last
+    `<answer>...</answer>`; None when it marks none."""
+    start = text.rfind("\\boxed{")
+    if start >= 0:
+        depth, i = 0, start + len("\\boxed")
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1:j].strip()
+    tags = re.findall(r"<answer>(.*?)</answer>", text, re.S)
+    return tags[-1].strip() if tags else None
+
+
+def _same(a: str, b: str) -> bool:
+    """Equal answers: as text (case, spacing, a final full stop aside) or as numbers (74 and 74.0)."""
+    a, b = _norm(a).strip("$ "), _norm(b).strip("$ ")
+    if a == b:
+        return True
+    try:
+        return float(a.replace(",", "")) == float(b.replace(",", ""))
+    except ValueError:
+        return False
+
+
 def accuracy(completions, solution=None, **_) -> list[float]:
-    """1.0 when the answer equals the row's `solution` (case and spacing aside) or contains it: a number as a whole
-    number (67 is not in 167, 6.7, -67, 67/8 or 67,000), text as a phrase; rows without a solution score 0."""
+    """1.0 when the answer is the row's `solution`. A reply that marks its final answer (`\\boxed{}` or
+    `<answer>`, as math sets and ms-swift's R1 format do) is judged on that answer alone, against the solution's own
+    marked answer when it has one; otherwise the reply equals the solution (case and spacing aside) or contains it:
+    a number as a whole number (67 is not in 167, 6.7, -67, 67/8 or 67,000), text as a phrase. Rows without a
+    solution score 0."""
     solutions = solution if isinstance(solution, list) else [solution] * len(completions)
     out = []
     for completion, sol in zip(completions, solutions):
         if sol is None or not str(sol).strip():
             out.append(0.0)
             continue
-        text, sol = _norm(_text(completion)), _norm(str(sol))
+        reply, reference = _text(completion), str(sol)
+        reference = final_answer(reference) or reference
+        marked = final_answer(reply)
+        if marked is not None:
+            out.append(1.0 if _same(marked, reference) else 0.0)
+            continue
+        text, sol = _norm(reply), _norm(reference)
         if text == sol:
             out.append(1.0)
         elif _NUMBER.match(sol):
@@ -42,8 +80,9 @@ def accuracy(completions, solution=None, **_) -> list[float]:
 
 
 def format_reward(completions, pattern: str | None = None, **_) -> list[float]:
-    """1.0 when the whole answer matches `pattern` (--reward_format; default: one non-empty line)."""
-    regex = re.compile(pattern or r"[^\n]*\S[^\n]*", re.S)
+    """1.0 when the whole answer matches `pattern` (--reward_format; default: ms-swift's R1 format,
+    `<think>...</think>` then `<answer>...</answer>`)."""
+    regex = re.compile(pattern or R1_FORMAT, re.S)
     return [1.0 if regex.fullmatch(_text(c).strip()) else 0.0 for c in completions]
 
 
