@@ -215,7 +215,7 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
                  format: Optional[str] = None, columns: Optional[dict] = None, skip_bad_rows: bool = False,
                  model_name=None, model_author=None, hub: Optional[str] = None, cache_dir=None,
                  dataset_info: Optional[dict] = None, kind: str = "sft",
-                 max_samples: Optional[int] = None) -> DatasetSplits:
+                 max_samples: Optional[int] = None, bad_rows_hint: Optional[str] = None) -> DatasetSplits:
     """Train (and val) rows from dataset arguments, checked before any training starts.
 
     Several datasets are concatenated then shuffled with `seed`. Without `val_dataset`, `split_dataset_ratio`
@@ -224,6 +224,7 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
     `dataset_info` (read_dataset_info) defines names that resolve before the registry's. `kind`: sft rows, or
     the rows of another stage (preference, kto, text, rl: see swiftlike.data.preference). `max_samples` keeps
     each dataset argument's first rows (LLaMA-Factory's max_samples; `#N` samples, and repeats past the end).
+    `bad_rows_hint` replaces "pass --skip_bad_rows" in the bad-rows error for callers without that option.
     """
     opts = dict(seed=seed, format=format, columns=columns, hub=hub, cache_dir=cache_dir, dataset_info=dataset_info,
                 model_name=model_name, model_author=model_author, kind=kind)
@@ -243,7 +244,7 @@ def load_dataset(dataset: Union[str, Sequence[str]], val_dataset: Union[str, Seq
     train = read_all(dataset, "train")
     val = read_all(val_dataset, "train")  # a val dataset is its own dataset: its train split is the data
     if problems and not skip_bad_rows:
-        raise DatasetError.from_problems(problems)
+        raise DatasetError.from_problems(problems, *([bad_rows_hint] if bad_rows_hint else []))
     total = good + len(problems)
     if len(problems) * 2 > total:
         # Skipping most of the data hides a wrong file or format; training on the rest would be a silent failure.

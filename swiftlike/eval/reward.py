@@ -10,18 +10,14 @@ from ..registry import SwiftlikeError
 
 def read_pairs(names: list) -> tuple[list, list]:
     """(canonical preference rows, dataset records); a file of other rows fails naming file:line and the formats."""
-    from ..data import DatasetError, load_dataset
+    from ..data import load_dataset
     from .plan import dataset_digest
 
     rows, datasets = [], []
     for name in names:
-        try:
-            part = load_dataset([name], shuffle=False, kind="preference").train
-        except DatasetError as err:
-            if not err.problems or "--skip_bad_rows" not in str(err):
-                raise
-            # eval ranks every pair it is given (a skipped pair would change the accuracy); no --skip_bad_rows here
-            raise DatasetError.from_problems(err.problems, hint="fix them (eval ranks every pair given)") from None
+        # eval ranks every pair it is given (a skipped pair would change the accuracy): no --skip_bad_rows here
+        part = load_dataset([name], shuffle=False, kind="preference",
+                            bad_rows_hint="fix them (eval ranks every pair given)").train
         text = [{"messages": r["messages"], "response": [r["chosen"], r["rejected"]]} for r in part]
         datasets.append({"name": name, "sha256": dataset_digest(name, text), "rows": len(part)})
         rows += [{**r, "dataset": name} for r in part]
