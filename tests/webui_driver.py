@@ -69,10 +69,6 @@ def pick(page, elem_id, value):
         # for a custom value
         option = page.locator(f"#{elem_id} [role=option]").filter(
             has_text=re.compile(rf"^\s*{re.escape(str(value))}\s*$"))
-        try:  # the filtered list renders a moment after the typing: wait for it rather than fall back to Enter
-            option.first.wait_for(state="visible", timeout=500 * (attempt + 1))
-        except Exception:  # no such choice (a custom value), or not shown yet: Enter below
-            pass
         if option.count():
             option.first.click()
         else:
