@@ -1,7 +1,6 @@
 """Driving `swiftlike web-ui` from outside: start it as a process on a free port (from WEBUI_SERVER / WEBUI_PORT) and
 fill its gradio widgets through playwright. Shared by tests/test_webui_browser.py and scripts/webui_screenshots.py."""
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DATA = Path(__file__).parent / "data" / "identity.jsonl"
+# Waits are upper bounds, stretched on a loaded machine (WEBUI_TEST_SLACK=1 for the bare figures).
+SLACK = float(os.environ.get("WEBUI_TEST_SLACK", "3"))
 
 
 def free_port() -> int:
@@ -52,41 +53,83 @@ def stop(proc):
         proc.kill()
 
 
+def settle(page):
+    """Until the page has run what it queued: two animation frames, then a timer. Gradio 6's widgets finish some of
+    their work that late (a dropdown's keydown handler first awaits svelte's tick(), an animation frame or a timer;
+    a tab shown for the first time gets its widgets' initial props pushed in again a few frames after it renders)."""
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done))))")
+
+
 def fill(page, elem_id, value):
+    """A textbox's (or a number's) text, typed and left with Tab; typed again until the widget holds it."""
     box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(str(value))
-    box.press("Tab")
+    for _ in range(3):
+        box.fill(str(value))
+        box.press("Tab")
+        settle(page)
+        if box.input_value() == str(value):
+            return
+    raise AssertionError(f"#{elem_id} did not keep {str(value)!r}; it shows {box.input_value()!r}")
 
 
 def pick(page, elem_id, value):
-    """A dropdown's value (custom values allowed): type it, Enter; typed again until the widget holds it."""
-    box = page.locator(f"#{elem_id} input").first
-    tokens = page.locator(f"#{elem_id} .token")  # a multiselect shows its values as tokens and empties its box
-    for attempt in range(6):  # a dropdown made visible (or updated) a moment ago can drop the Enter (seen in CI)
-        box.click()
-        box.fill(str(value))
-        # the listed choice itself when there is one (an Enter was dropped 5 times in a row once in CI); Enter
-        # for a custom value
-        option = page.locator(f"#{elem_id} [role=option]").filter(
-            has_text=re.compile(rf"^\s*{re.escape(str(value))}\s*$"))
-        if option.count():
-            option.first.click()
+    """A dropdown's value: its listed choice clicked, or (a custom value) typed and Enter; done again until the widget
+    holds it (a single-select shows it in its box and has let go of the focus; a multiselect shows it as a token).
+
+    Never Enter then Tab at once: gradio's single-select handles the Enter a frame (or a timer) after the keydown
+    (its handler first awaits svelte's tick()), so a Tab pressed meanwhile blurs the box first, the box reverts to the
+    old value, and the late Enter commits that reverted text ("" here, a listed choice of the template dropdowns).
+    Under load (CI, 2 cores) that lost 5 and 6 tries in a row. Returns the number of tries it took."""
+    value = str(value)
+    root = page.locator(f"#{elem_id}")
+    box = root.locator("input").first
+    tokens = root.locator(".token")  # a multiselect shows its values as tokens and empties its box
+
+    def holds():
+        if tokens.filter(has_text=value).count():
+            return True
+        return box.input_value() == value and not box.evaluate("el => el === document.activeElement")
+
+    if holds():  # a multiselect's option or Enter toggles: picking a value it holds would drop it
+        return 0
+    for attempt in range(1, 7):
+        box.click()  # the focus opens the list of choices
+        box.fill(value)
+        try:
+            root.locator("[role=listbox]").wait_for(state="attached", timeout=2000 * SLACK)
+        except Exception:  # no list shown (disabled, or gone already): Enter below
+            pass
+        listed = root.get_by_role("option", name=value, exact=True)  # its aria-label is the choice's text
+        if listed.count():
+            listed.first.click()  # handled in the mousedown itself, nothing deferred
         else:
             box.press("Enter")
-        box.press("Tab")
-        page.wait_for_timeout(200 * (attempt + 1))
-        # a single-select that dropped the Enter reverts to its old value on blur: compare, never accept ""
-        if box.input_value() == str(value) or tokens.filter(has_text=str(value)).count():
-            return
+            try:  # committed: a single-select lets go of the focus, a multiselect empties its box
+                box.evaluate("""(el, ms) => new Promise((done, fail) => {
+                    const t0 = performance.now();
+                    const poll = () => document.activeElement !== el || el.value === "" ? done() :
+                        performance.now() - t0 > ms ? fail(new Error("Enter not taken")) : setTimeout(poll, 20);
+                    poll();
+                })""", 2000 * SLACK)
+            except Exception:  # not taken (yet): checked below, typed again
+                pass
+        if box.evaluate("el => el === document.activeElement"):
+            box.press("Tab")  # a multiselect keeps the focus after a value; an Enter not taken leaves it too
+        settle(page)
+        if holds():
+            settle(page)  # and still held once whatever the page had queued has run
+            if holds():
+                return attempt
     raise AssertionError(f"#{elem_id} did not take {value!r}; it shows {box.input_value()!r}")
 
 
 def tab(page, name):
+    """A tab selected, and settled: gradio 6 renders a tab's widgets when it is first shown, then pushes their
+    initial values in again a few frames later (what was typed or picked in between is lost)."""
     page.get_by_role("tab", name=name).click()
-
-
-# Waits are upper bounds, stretched on a loaded machine (WEBUI_TEST_SLACK=1 for the bare figures).
-SLACK = float(os.environ.get("WEBUI_TEST_SLACK", "3"))
+    page.get_by_role("tab", name=name, selected=True).wait_for()
+    settle(page)
+    settle(page)
 
 
 def wait_text(locator, predicate, timeout_s, what):
