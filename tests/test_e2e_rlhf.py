@@ -70,3 +70,52 @@ def test_preference_training_beats_the_base(env, heldout, base_behaviour, tmp_pa
     behaviour = _behaviour(env, out / f"checkpoint-{steps}", heldout)
     print(f"{rlhf_type}: behaviour {behaviour} (base {base_behaviour})")
     assert behaviour > base_behaviour, (rlhf_type, behaviour, base_behaviour)
+
+
+RM_STEPS, RM_RATE = "100", "1e-4"  # one epoch of the 400 pairs at batch 4, as measured in BENCHMARKS.md
+
+
+def _new_sums(n: int) -> list:
+    """Sum pairs made like the benchmark's but on operands none of its sums use (the right sum against one off by a
+    little or by ten): what tells a reward model that checks sums from one that learnt the benchmark's."""
+    import random
+
+    taken = set()
+    for name in ("pref_train.jsonl", "pref_heldout.jsonl"):
+        for line in (SHARED / name).read_text().splitlines():
+            m = re.match(r"(\d+) \+ (\d+) = ", json.loads(line)["messages"][-1]["content"]) if line.strip() else None
+            if m:
+                taken.add((int(m[1]), int(m[2])))
+    rng, rows = random.Random(5), []
+    while len(rows) < n:
+        a, b = rng.randint(1, 60), rng.randint(1, 60)
+        if (a, b) not in taken:
+            taken.add((a, b))
+            rows.append({"messages": [{"role": "user", "content": f"What is {a} + {b}?"},
+                                      {"role": "assistant", "content": f"{a} + {b} = {a + b}."}],
+                         "rejected_response": f"{a} + {b} = {a + b + rng.choice([1, -1, 2, -2, 3, -3, 10])}."})
+    return rows
+
+
+def test_implicit_reward_model_ranks_held_out_pairs(env, tmp_path):
+    """The issue's reward-model outcome: `--rlhf_type rm --rm_type implicit` on the 400 benchmark pairs ranks >= 90 %
+    of the 60 held-out pairs right under `swiftlike eval`, and checks sums it never saw (the score-head reward model
+    is at chance on new sums: BENCHMARKS.md)."""
+    out = tmp_path / "rm"
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "rlhf", "--rlhf_type", "rm", "--rm_type", "implicit",
+                           "--model_type", "smollm2-135m-instruct", "--template", "chatml",
+                           "--dataset", str(SHARED / "pref_train.jsonl"), "--max_steps", RM_STEPS,
+                           "--learning_rate", RM_RATE, "--output_dir", str(out), "--add_output_dir_suffix", "false",
+                           "--report_to", "none"], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sums = tmp_path / "new_sums.jsonl"
+    sums.write_text("\n".join(json.dumps(r) for r in _new_sums(40)))
+    held = SHARED / "pref_heldout.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "swiftlike", "eval", "--ckpt_dir", str(out / f"checkpoint-{RM_STEPS}"),
+                           "--val_dataset", str(held), str(sums), "--output_dir", str(tmp_path / "eval")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(next((tmp_path / "eval" / "eval_result").iterdir()).joinpath("metrics.json").read_text())
+    ranked = next(iter(metrics["models"].values()))
+    print(f"implicit reward model: held-out {ranked[f'accuracy[{held}]']}, new sums {ranked[f'accuracy[{sums}]']}")
+    assert ranked[f"accuracy[{held}]"] >= 0.9 and ranked[f"accuracy[{sums}]"] >= 0.8, ranked

@@ -190,6 +190,73 @@ def test_reward_model_scores_and_feeds_ppo(tiny_model, data, tmp_path, reward_mo
         json.loads(line, **strict)
 
 
+def test_implicit_reward_model_ranks_and_feeds_ppo(tiny_model, data, tmp_path):
+    """`--rm_type implicit`: DPO's pairwise loss on beta x log pi/pi_base, saved as a reward model. `swiftlike eval`
+    scores each answer as exactly that sum (checked against plain PEFT: adapter on minus adapter off, over the answer's
+    tokens only), and PPO takes it as --reward_model (TRL's reward call routed to it; a fresh value head)."""
+    import swiftlike
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from swiftlike.templates import get_template
+    from swiftlike.train.rlhf.encode import encode_answer
+
+    rm = swiftlike.rlhf(_args(tiny_model, tmp_path / "rm", rlhf_type="rm", rm_type="implicit", beta=0.3,
+                              dataset=str(data / "pairs.jsonl"), max_steps=3))
+    ckpt = rm["last_checkpoint"]
+    manifest = json.loads((ckpt / "swiftlike.json").read_text())
+    assert (manifest["rlhf_type"], manifest["rm_type"], manifest["beta"]) == ("rm", "implicit", 0.3)
+    assert manifest["reference"] == "base (adapter disabled)"
+    assert json.loads((ckpt / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+    assert any("rewards/accuracies" in r for r in _logs(rm["run_dir"]))
+    # resumed as the other kind it would load a causal-LM adapter under a score head: one line, nothing written
+    proc = _cli("rlhf", "--rlhf_type", "rm", "--model", tiny_model, "--template", "smollm2", "--dataset",
+                data / "pairs.jsonl", "--resume_from_checkpoint", ckpt, "--output_dir", tmp_path / "again")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is a --rm_type implicit reward model; resume it with --rm_type implicit" in proc.stderr
+
+    proc = _cli("eval", "--ckpt_dir", ckpt, "--val_dataset", data / "pairs.jsonl", "--max_batch_size", 4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((next((ckpt / "eval_result").iterdir()) / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in
+                   (next((ckpt / "eval_result").iterdir()) / "predictions.jsonl").read_text().splitlines()]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                      str(ckpt)).eval()
+    template = get_template("smollm2", tok, loss_mode="last_round")
+
+    def reward(messages, answer):
+        prompt, ids = encode_answer(template, messages, answer)
+        full = torch.tensor([prompt + ids])
+
+        def summed():
+            logps = model(input_ids=full).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+            return logps.gather(-1, torch.tensor(ids)[:, None]).sum().item()
+        with torch.no_grad():
+            on = summed()
+            with model.disable_adapter():
+                off = summed()
+        return 0.3 * (on - off)
+
+    for p in predictions[:4]:
+        got = p["scores"][ckpt.name]
+        assert got["chosen"] == pytest.approx(reward(p["prompt"], p["chosen"]), abs=1e-4)
+        assert got["rejected"] == pytest.approx(reward(p["prompt"], p["rejected"]), abs=1e-4)
+    assert abs(predictions[0]["scores"][ckpt.name]["chosen"]) > 1e-3  # trained: not the base's zero
+    right = [p["scores"][ckpt.name]["chosen"] > p["scores"][ckpt.name]["rejected"] for p in predictions]
+    assert metrics["models"][ckpt.name]["accuracy"] == pytest.approx(sum(right) / len(right))
+
+    from trl.experimental.ppo import ppo_trainer
+
+    original = ppo_trainer.get_reward
+    ppo = swiftlike.rlhf(_args(tiny_model, tmp_path / "ppo", rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
+                               reward_model=str(ckpt), max_completion_length=6))
+    assert ppo_trainer.get_reward is original  # the routing ends with the loop
+    scores = [r["objective/scores"] for r in _logs(ppo["run_dir"]) if "objective/scores" in r]
+    assert scores and all(math.isfinite(s) for s in scores)
+    assert (ppo["last_checkpoint"] / "adapter_model.safetensors").exists()
+
+
 def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
     """ms-swift's and TRL's --center_rewards_coefficient: the loss gains c * (r_chosen + r_rejected)^2. At learning
     rate 0 both runs see the same rewards, so the logged losses differ by exactly that (one pair a step)."""
@@ -422,6 +489,12 @@ def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path,
     (dict(rlhf_type="dpo", truncation_strategy="bogus"), "--truncation_strategy 'bogus': rlhf takes delete"),
     (dict(rlhf_type="dpo", adapters=["sft/ckpt"], ref_adapters=["sft/ckpt/"]), None),  # ms-swift's sft -> dpo
     (dict(rlhf_type="dpo", adapters=["sft/ckpt"], ref_adapters=["other"]), "--ref_adapters other: the reference is"),
+    (dict(rlhf_type="rm", rm_type="implicit", beta=0.2), None),
+    (dict(rlhf_type="rm", rm_type="scores"), "--rm_type 'scores': score (a score head) or implicit"),
+    (dict(rlhf_type="rm", rm_type="implicit", train_type="full"), "--rm_type implicit: its reward is measured "
+                                                                  "against the base with the adapter disabled"),
+    (dict(rlhf_type="rm", rm_type="implicit", rpo_alpha=1.0), "--rpo_alpha: --rm_type implicit trains the pairwise"),
+    (dict(rlhf_type="rm", rm_type="implicit", adapters=["sft/ckpt"]), "merge that adapter first"),
 ])
 def test_stage_options_are_checked_before_anything_loads(options, message):
     """What TRL refuses only once the model is loaded (or mid-training, in its own words), refused up front."""

@@ -62,6 +62,7 @@ RLHF_HELP = """Preference and RL training on TRL: --rlhf_type dpo | kto | orpo |
   swiftlike rlhf --rlhf_type dpo --model_type smollm2-135m-instruct --dataset pairs.jsonl
   swiftlike rlhf --rlhf_type dpo --adapters output/…/checkpoint-50 --dataset pairs.jsonl   # sft -> dpo
   swiftlike rlhf --rlhf_type rm --model_type … --dataset pairs.jsonl                       # a reward model
+  swiftlike rlhf --rlhf_type rm --rm_type implicit --dataset pairs.jsonl    # reward: beta x log pi/pi_base
   swiftlike rlhf --rlhf_type grpo --reward_funcs accuracy format --dataset prompts.jsonl
 
 Preference rows: ms-swift `messages` + `rejected_response`, TRL `prompt`/`chosen`/`rejected`, LLaMA-Factory

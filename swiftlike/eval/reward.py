@@ -2,7 +2,8 @@
 scored, and a pair counts as ranked right when the chosen answer scores higher. The pairs are read, checked and
 encoded exactly as `--rlhf_type rm` trained on them (any preference format, `file:line` errors, the checkpoint's
 template), and each sequence is scored the way the trainer scored it (right-padded batches through the
-sequence-classification head, read at the last token)."""
+sequence-classification head, read at the last token; for an implicit reward model, beta x the answer's
+log-probability ratio to the base)."""
 from __future__ import annotations
 
 from ..registry import SwiftlikeError
@@ -67,7 +68,7 @@ def _score(plan, source, progress: bool) -> list:
     from ..checkpoint import checkpoint_template
     from ..templates import get_template
     from ..train.rlhf.encode import TooLong, encode_pair
-    from ..train.rlhf.reward_model import load_reward_model
+    from ..train.rlhf.reward_model import is_implicit, load_reward_model
     from .runner import marked_template
 
     args = plan.args
@@ -86,14 +87,16 @@ def _score(plan, source, progress: bool) -> list:
     # the checkpoint's template text lost its generation markers at export: the answer span needs the registered one
     spec = marked_template(spec, get_template(spec, tok).source)
     template = get_template(spec, tok, system=system, loss_mode="last_round")
-    sequences = []
+    sequences, starts = [], []  # an implicit reward model sums over the answer, which starts after the prompt
     for row in plan.rows:
         try:
             pair = encode_pair(template, row, None)
         except (TooLong, ValueError) as err:
             raise SwiftlikeError(f"{row.get('location', '?')}: {err}") from None
         sequences += [pair["prompt_ids"] + pair["chosen_ids"], pair["prompt_ids"] + pair["rejected_ids"]]
+        starts += [len(pair["prompt_ids"])] * 2
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    implicit = is_implicit(source.path)
     out = []
     bar = None
     if progress:
@@ -110,7 +113,10 @@ def _score(plan, source, progress: bool) -> list:
                 width = max(map(len, batch))
                 ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch])
                 mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
-                logits = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
+                if implicit:
+                    logits = model(ids, mask, torch.tensor(starts[start:start + step])).tolist()
+                else:
+                    logits = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
                 out += list(zip(logits[0::2], logits[1::2]))
                 if bar is not None:
                     bar.update(len(batch) // 2)

@@ -29,6 +29,10 @@ def recipe_for(args: RlhfArguments, resolve_adapter=None):
         hint = difflib.get_close_matches(args.rlhf_type, RLHF_TYPES, n=1)
         raise SwiftlikeError(f"--rlhf_type {args.rlhf_type!r}: use {', '.join(RLHF_TYPES)}"
                              + (f" (did you mean {hint[0]}?)" if hint else ""))
+    if args.rlhf_type == "rm" and args.rm_type == "implicit":
+        from .implicit_reward import ImplicitRewardRecipe
+
+        recipes["rm"] = ImplicitRewardRecipe
     return recipes[args.rlhf_type](args, resolve_adapter=resolve_adapter)
 
 

@@ -25,7 +25,8 @@ USED_BY = {
     "label_smoothing": ("dpo", "cpo"), "ref_model": ("dpo", "kto"), "ref_adapters": ("dpo", "kto"),
     "precompute_ref_log_probs": ("dpo", "kto"), "desirable_weight": ("kto",), "undesirable_weight": ("kto",),
     "cpo_alpha": ("cpo", "simpo"), "simpo_gamma": ("simpo",), "reward_model": _PPO,
-    "center_rewards_coefficient": ("rm",), "loss_weights": ("dpo",), "ld_alpha": ("dpo",), "discopop_tau": ("dpo",),
+    "center_rewards_coefficient": ("rm",), "rm_type": ("rm",), "loss_weights": ("dpo",), "ld_alpha": ("dpo",),
+    "discopop_tau": ("dpo",),
     "max_completion_length": ("grpo", "ppo"), "temperature": ("grpo", "ppo"),
     **{k: _GRPO for k in ("reward_funcs", "num_generations", "reward_format", "reward_length", "reward_weights",
                           "epsilon", "epsilon_high", "scale_rewards", "num_iterations", "steps_per_generation",
@@ -34,7 +35,8 @@ USED_BY = {
     **{k: _PPO for k in ("num_ppo_epochs", "num_mini_batches", "cliprange", "cliprange_value", "vf_coef", "gamma",
                          "lam", "whiten_rewards", "missing_eos_penalty")},
 }
-DEFAULT_BETA = {"dpo": 0.1, "kto": 0.1, "orpo": 0.1, "cpo": 0.1, "simpo": 2.0, "grpo": 0.04, "ppo": 0.05}
+# rm: only --rm_type implicit reads beta (the score-head reward model has none)
+DEFAULT_BETA = {"rm": 0.1, "dpo": 0.1, "kto": 0.1, "orpo": 0.1, "cpo": 0.1, "simpo": 2.0, "grpo": 0.04, "ppo": 0.05}
 
 
 @dataclass
@@ -42,7 +44,7 @@ class RlhfArguments(TrainArguments):
     rlhf_type: str = arg("dpo", f"The stage: {', '.join(RLHF_TYPES)}.")
     beta: Optional[float] = arg(None, "Strength of the preference (DPO, KTO, CPO, SimPO, ORPO's lambda) or of the KL "
                                 "penalty (GRPO, PPO: ms-swift's --kl_coef); default per type: dpo/kto/orpo/cpo 0.1, "
-                                "simpo 2.0, grpo 0.04, ppo 0.05.", aliases=["kl_coef"])
+                                "simpo 2.0, grpo 0.04, ppo 0.05, rm --rm_type implicit 0.1.", aliases=["kl_coef"])
     loss_type: list = arg([], "DPO's loss (sigmoid, ipo, hinge, robust, bco_pair, sppo_hard, nca_pair, apo_zero, "
                           "apo_down, exo_pair, aot, aot_unpaired, discopop, sigmoid_norm, sft; several add up); CPO's "
                           "(sigmoid, hinge, ipo); KTO's (kto, apo_zero_unpaired); GRPO's (grpo, dr_grpo, dapo, "
@@ -65,6 +67,11 @@ class RlhfArguments(TrainArguments):
     reward_model: Optional[str] = arg(None, "PPO: a reward model trained with --rlhf_type rm (its checkpoint).")
     center_rewards_coefficient: Optional[float] = arg(None, "RM: weight of a penalty on the squared sum of a pair's "
                                                       "rewards, which keeps the rewards centred on 0 (e.g. 0.01).")
+    rm_type: str = arg("score", "RM: score — a one-output score head read at the answer's last token (the peers' "
+                       "reward model) — or implicit — the reward is beta x the answer's log-probability ratio "
+                       "between the trained LoRA model and its base, trained with the same pairwise loss (DPO's "
+                       "implicit reward): it reads the model's own next-token predictions, which a score head on a "
+                       "small model does not learn from few pairs (BENCHMARKS.md). LoRA/DoRA/QLoRA only.")
     reward_funcs: list = arg([], "GRPO: reward functions by name (swiftlike rewards list): accuracy, format, "
                              "length, or a plugin's.")
     num_generations: int = arg(4, "GRPO: completions sampled per prompt.")
@@ -162,8 +169,14 @@ class RlhfArguments(TrainArguments):
             raise SwiftlikeError(f"--ref_adapters {' '.join(map(str, self.ref_adapters))}: the reference is the "
                                  f"adapter --adapters continues (a frozen copy) or the base; pass the same adapter to "
                                  f"both, or a merged model as --ref_model (swiftlike merge-lora)")
+        if self.rm_type not in ("score", "implicit"):
+            raise SwiftlikeError(f"--rm_type {self.rm_type!r}: score (a score head) or implicit (beta x the "
+                                 f"log-probability ratio to the base)")
+        implicit = kind == "rm" and self.rm_type == "implicit"
+        if implicit:
+            self._check_implicit_rm()
         unused = [name for name, stages in USED_BY.items() if kind not in stages and getattr(self, name) not in (
-            _default(name), None, [], False)]
+            _default(name), None, [], False) and not (implicit and name == "beta")]
         if unused:  # ms-swift scripts carry options of other stages; saying so beats a silent no-op
             import logging
 
@@ -173,6 +186,19 @@ class RlhfArguments(TrainArguments):
         ref = self.ref_model
         if ref and ref.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(ref)):
             raise SwiftlikeError(f"--ref_model {ref}: no such directory")
+
+    def _check_implicit_rm(self) -> None:
+        from ...registry import SwiftlikeError
+
+        if self.train_type not in ("lora", "dora", "qlora"):
+            raise SwiftlikeError(f"--rm_type implicit: its reward is measured against the base with the adapter "
+                                 f"disabled, so it trains an adapter; use --train_type lora (not {self.train_type})")
+        for name in ("loss_type", "rpo_alpha", "ref_model", "ref_adapters", "adapters", "center_rewards_coefficient"):
+            if getattr(self, name) not in (_default(name), None, [], False):
+                hint = (" — merge that adapter first (swiftlike merge-lora) and train on the merged model with "
+                        "--model" if name in ("adapters", "ref_adapters") else "")
+                raise SwiftlikeError(f"--{name}: --rm_type implicit trains the pairwise loss on beta x log "
+                                     f"pi(answer)/pi_base(answer), measured against the base{hint}")
 
     def __post_init__(self):
         super().__post_init__()

@@ -1,7 +1,7 @@
 """PPO: the policy samples answers to the prompts, a reward model trained with `--rlhf_type rm` scores them, and a
-value model (initialised from that reward model) estimates returns — TRL's PPOTrainer (trl.experimental.ppo; TRL
-1.13+ dropped it, hence trl<1.13). The policy's LoRA adapter is what is trained and saved; its reference is the
-base with the adapter disabled."""
+value model (initialised from that reward model, or for an implicit one from the base with a new head) estimates
+returns — TRL's PPOTrainer (trl.experimental.ppo; TRL 1.13+ dropped it, hence trl<1.13). The policy's LoRA adapter
+is what is trained and saved; its reference is the base with the adapter disabled."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -90,10 +90,16 @@ class PpoRecipe(PreferenceRecipe):
         return options
 
     def make_trainer(self, callbacks: list):
-        from .reward_model import load_reward_model
+        from .reward_model import is_implicit, load_reward_model
 
         reward, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
-        value, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
+        if is_implicit(self.args.reward_model):  # no score head to start from: the base under a new value head
+            from ...models.load import load_model_tokenizer
+
+            value, _ = load_model_tokenizer(resolved=self.resolved, torch_dtype=self.dtype, tokenizer=self.tokenizer,
+                                            task="reward", trust_remote_code=self.args.trust_remote_code)
+        else:
+            value, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
         value.requires_grad_(True)
         return self.trainer_class(args=self.training_arguments(), processing_class=self.tokenizer, model=self.model,
                                   ref_model=None, reward_model=reward, value_model=value,
@@ -125,8 +131,26 @@ class PpoRecipe(PreferenceRecipe):
 
 def ppo_trainer():
     from trl.experimental.ppo import PPOTrainer
+    from trl.experimental.ppo import ppo_trainer as module
 
     class SwiftlikePPOTrainer(AtomicCheckpoints, PPOTrainer):
-        pass
+        def train(self):
+            # TRL reads every reward through its module's get_reward (the backbone's last hidden state through
+            # model.score); an implicit reward model scores the answer after the prompt from its log-probabilities,
+            # so that one call is routed to it for the length of the loop
+            from .implicit_scorer import ImplicitReward
+
+            original = module.get_reward
+
+            def get_reward(model, query_responses, pad_token_id, context_length):
+                if isinstance(model, ImplicitReward):
+                    return model.trl_reward(query_responses, pad_token_id, context_length)
+                return original(model, query_responses, pad_token_id, context_length)
+
+            module.get_reward = get_reward
+            try:
+                return super().train()
+            finally:
+                module.get_reward = original
 
     return SwiftlikePPOTrainer

@@ -57,11 +57,25 @@ class RewardModelRecipe(PreferenceRecipe):
         return self.tokenizer
 
     def manifest_info(self) -> dict:
-        return {**super().manifest_info(), "head": "reward (1 output)"}
+        return {**super().manifest_info(), "rm_type": "score", "head": "reward (1 output)"}
+
+    def _check_resume_stage(self) -> None:
+        super()._check_resume_stage()
+        check_resume_rm_type(self.resume, "score")
 
     def next_steps(self, last) -> list[str]:
         return [f"  rank:      swiftlike eval --ckpt_dir {last} --val_dataset HELD_OUT_PAIRS.jsonl",
                 f"  ppo:       swiftlike rlhf --rlhf_type ppo --reward_model {last} --dataset PROMPTS …"]
+
+
+def check_resume_rm_type(resume, want: str) -> None:
+    """A score-head reward model resumed as an implicit one (or back) would load one kind's weights as the other."""
+    from ...checkpoint import read_manifest
+
+    have = read_manifest(resume).get("rm_type", "score")
+    if have != want:
+        raise SwiftlikeError(f"--resume_from_checkpoint: {resume} is a --rm_type {have} reward model; resume it with "
+                             f"--rm_type {have}")
 
 
 def reward_trainer():
@@ -73,32 +87,57 @@ def reward_trainer():
     return SwiftlikeRewardTrainer
 
 
+def is_implicit(path) -> bool:
+    """Whether the reward model at `path` is an implicit one (`--rm_type implicit`): it scores answers, not
+    sequences, and has no score head to start a value model from."""
+    from ...checkpoint import read_manifest, saved_args
+
+    return _rm_type(read_manifest(path), saved_args(path)) == "implicit"
+
+
+def _rm_type(manifest: dict, saved: dict) -> str:
+    return manifest.get("rm_type") or saved.get("rm_type") or "score"
+
+
+def _base_of(manifest: dict, saved: dict, base):
+    """The base an adapter reward model was trained on: `base` when given, else its run's model dir or type."""
+    from ...models.options import ModelArguments
+
+    base_dir = base or saved.get("model_dir")
+    return ModelArguments(model=str(base_dir) if base_dir else None,
+                          model_type=None if base_dir else manifest.get("base_model_type")).resolve_model()
+
+
 def load_reward_model(path, *, base=None, dtype=None, trust_remote_code=False):
     """A reward model saved by `--rlhf_type rm` (an adapter with its score head, or a full model) -> (model, tokenizer),
-    ready for scoring; anything else is a one-line error."""
+    ready for scoring; an implicit one (`--rm_type implicit`) -> (ImplicitReward, tokenizer); anything else is a
+    one-line error."""
     from pathlib import Path
+
+    from peft import PeftModel
 
     from ...checkpoint import is_adapter_dir, read_manifest, saved_args
     from ...models.load import load_model_tokenizer
     from ...models.options import ModelArguments
 
     path = Path(path)
-    manifest = read_manifest(path)
-    if manifest.get("rlhf_type") != "rm" and saved_args(path).get("rlhf_type") != "rm":
+    manifest, saved = read_manifest(path), saved_args(path)
+    if manifest.get("rlhf_type") != "rm" and saved.get("rlhf_type") != "rm":
         raise SwiftlikeError(f"--reward_model {path}: not a reward model (train one with --rlhf_type rm)")
-    if is_adapter_dir(path):
-        saved = saved_args(path)
-        base_dir = base or saved.get("model_dir")
-        resolved = ModelArguments(model=str(base_dir) if base_dir else None,
-                                  model_type=None if base_dir else manifest.get("base_model_type")).resolve_model()
-        model, tok = load_model_tokenizer(resolved=resolved, torch_dtype=dtype, task="reward",
-                                          trust_remote_code=trust_remote_code)
-        from peft import PeftModel
+    if _rm_type(manifest, saved) == "implicit":
+        # the base as a causal LM under the adapter, not merged: the base with the adapter off is its reference
+        from .implicit_scorer import ImplicitReward
 
+        model, tok = load_model_tokenizer(resolved=_base_of(manifest, saved, base), torch_dtype=dtype,
+                                          trust_remote_code=trust_remote_code)
+        model = ImplicitReward(PeftModel.from_pretrained(model, str(path)),
+                               manifest.get("beta") or saved.get("beta") or 0.1)
+    elif is_adapter_dir(path):
+        model, tok = load_model_tokenizer(resolved=_base_of(manifest, saved, base), torch_dtype=dtype, task="reward",
+                                          trust_remote_code=trust_remote_code)
         model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     else:
-        resolved = ModelArguments(model=str(path)).resolve_model()
-        model, tok = load_model_tokenizer(resolved=resolved, torch_dtype=dtype, task="reward",
-                                          trust_remote_code=trust_remote_code)
+        model, tok = load_model_tokenizer(resolved=ModelArguments(model=str(path)).resolve_model(), torch_dtype=dtype,
+                                          task="reward", trust_remote_code=trust_remote_code)
     model.eval().requires_grad_(False)
     return model, tok
