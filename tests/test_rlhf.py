@@ -257,6 +257,69 @@ def test_implicit_reward_model_ranks_and_feeds_ppo(tiny_model, data, tmp_path):
     assert (ppo["last_checkpoint"] / "adapter_model.safetensors").exists()
 
 
+def _hf_reward_model(directory, tiny_model, *, sign=1.0, extra_token=None):
+    """A Hugging Face reward model as Skywork-Reward is shipped: LlamaForSequenceClassification with one output and
+    the tokenizer, no swiftlike manifest. `sign` flips its score head (the same model scoring the opposite way)."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_model, num_labels=1)
+    torch.manual_seed(3)
+    model = LlamaForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.mul_(sign)
+    model.save_pretrained(directory, safe_serialization=True)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    if extra_token:
+        tok.add_tokens([extra_token])
+    tok.save_pretrained(directory)
+    return directory
+
+
+def test_ppo_takes_a_hugging_face_reward_model(tiny_model, data, tmp_path, monkeypatch):
+    """ms-swift's PPO example passes a Hugging Face reward model by hub id (Skywork-Reward: a sequence-classification
+    model with one output). Given as a hub id (from the offline cache) or a directory, its scores are the rewards PPO
+    optimises: the same model with its score head negated logs exactly the negated scores on the same samples."""
+    import shutil
+
+    import swiftlike
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--Org--Tiny-Reward" / "snapshots" / ("0" * 40)
+    _hf_reward_model(snap, tiny_model)
+    (cache / "models--Org--Tiny-Reward" / "refs").mkdir()
+    (cache / "models--Org--Tiny-Reward" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    negated = _hf_reward_model(tmp_path / "negated", tiny_model, sign=-1.0)
+
+    def first_scores(reward_model, out):
+        run = swiftlike.rlhf(_args(tiny_model, tmp_path / out, rlhf_type="ppo", dataset=str(data / "sums.jsonl"),
+                                   reward_model=reward_model, hub="hf", max_completion_length=6, max_steps=1,
+                                   save_steps=1))
+        manifest = json.loads((run["last_checkpoint"] / "swiftlike.json").read_text())
+        assert manifest["reward_model"] == reward_model
+        return [r["objective/scores"] for r in _logs(run["run_dir"]) if "objective/scores" in r][0]
+
+    scores = first_scores("Org/Tiny-Reward", "hub")
+    assert abs(scores) > 1e-4  # a random head on a random body: not zero
+    assert first_scores(str(negated), "dir") == pytest.approx(-scores, rel=1e-4, abs=1e-6)
+
+    # a reward model of another tokenizer would score the policy's ids as other words: one line before loading
+    other = _hf_reward_model(tmp_path / "other-tok", tiny_model, extra_token="<extra>")
+    causal = tmp_path / "causal"
+    shutil.copytree(tiny_model, causal)
+    for bad, message in ((other, "its tokenizer is not the policy's"), (causal, "not a reward model (a checkpoint "
+                                                                               "of --rlhf_type rm, or a Hugging Face")):
+        proc = _cli("rlhf", "--rlhf_type", "ppo", "--model", tiny_model, "--template", "smollm2", "--dataset",
+                    data / "sums.jsonl", "--reward_model", bad, "--output_dir", tmp_path / "bad")
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert not (tmp_path / "bad").exists()
+
+
 def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
     """ms-swift's and TRL's --center_rewards_coefficient: the loss gains c * (r_chosen + r_rejected)^2. At learning
     rate 0 both runs see the same rewards, so the logged losses differ by exactly that (one pair a step)."""

@@ -64,7 +64,9 @@ class RlhfArguments(TrainArguments):
     cpo_alpha: Optional[float] = arg(None, "CPO/SimPO: weight of the NLL term on chosen answers (default: CPO 1.0, "
                                      "SimPO 0 = pure SimPO; ms-swift's SimPO default is 1.0, CPO-SimPO).")
     simpo_gamma: float = arg(1.0, "SimPO: target reward margin.")
-    reward_model: Optional[str] = arg(None, "PPO: a reward model trained with --rlhf_type rm (its checkpoint).")
+    reward_model: Optional[str] = arg(None, "PPO: a reward model — a checkpoint of --rlhf_type rm (or its run "
+                                      "dir), or a Hugging Face sequence-classification model with one output (a "
+                                      "dir or hub id, e.g. a Skywork-Reward) sharing the policy's tokenizer.")
     center_rewards_coefficient: Optional[float] = arg(None, "RM: weight of a penalty on the squared sum of a pair's "
                                                       "rewards, which keeps the rewards centred on 0 (e.g. 0.01).")
     rm_type: str = arg("score", "RM: score — a one-output score head read at the answer's last token (the peers' "

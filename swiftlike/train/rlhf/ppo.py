@@ -1,7 +1,8 @@
-"""PPO: the policy samples answers to the prompts, a reward model trained with `--rlhf_type rm` scores them, and a
-value model (initialised from that reward model, or for an implicit one from the base with a new head) estimates
-returns — TRL's PPOTrainer (trl.experimental.ppo; TRL 1.13+ dropped it, hence trl<1.13). The policy's LoRA adapter
-is what is trained and saved; its reference is the base with the adapter disabled."""
+"""PPO: the policy samples answers to the prompts, a reward model (trained with `--rlhf_type rm`, or a Hugging
+Face sequence-classification model with one output) scores them, and a value model (initialised from that reward
+model, or for an implicit one from the base with a new head) estimates returns — TRL's PPOTrainer
+(trl.experimental.ppo; TRL 1.13+ dropped it, hence trl<1.13). The policy's LoRA adapter is what is trained and saved;
+its reference is the base with the adapter disabled."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,8 @@ class PpoRecipe(PreferenceRecipe):
     def check(self) -> None:
         super().check()
         if not self.args.reward_model:
-            raise SwiftlikeError("--rlhf_type ppo needs --reward_model CHECKPOINT (train one with --rlhf_type rm)")
+            raise SwiftlikeError("--rlhf_type ppo needs --reward_model CHECKPOINT (train one with --rlhf_type rm) or a "
+                                 "Hugging Face reward model (a sequence-classification model with one output)")
         if self.args.resume_from_checkpoint:
             raise SwiftlikeError("--rlhf_type ppo cannot resume from a checkpoint (TRL's PPO loop has no resume); "
                                  "start a new run, or continue its adapter with --adapters CHECKPOINT")
@@ -30,27 +32,59 @@ class PpoRecipe(PreferenceRecipe):
         if tuple(int(p) for p in version("trl").split(".")[:2] if p.isdigit()) >= (1, 13):
             raise SwiftlikeError("--rlhf_type ppo needs TRL's PPO trainer, which TRL 1.13 removed: "
                                  "pip install 'trl>=1.0,<1.13'")
-        from ...checkpoint import read_manifest, saved_args
+        from ...checkpoint import is_reward_model, read_manifest
+        from .reward_model import NOT_A_REWARD_MODEL, is_hf_reward_model
 
         given = self.args.reward_model
         path = Path(given).expanduser()
-        if path.is_dir() and not read_manifest(path):  # a run directory (LLaMA-Factory names its output_dir): its
-            from ..outputs import find_last_checkpoint  # newest checkpoint
+        if path.is_dir() and not read_manifest(path) and not is_hf_reward_model(path):
+            from ..outputs import find_last_checkpoint  # a run directory (LLaMA-Factory names its output_dir):
 
-            path = find_last_checkpoint(path) or path
+            path = find_last_checkpoint(path) or path  # its newest checkpoint
             self.args.reward_model = str(path)
-        if not path.is_dir() or (read_manifest(path).get("rlhf_type") != "rm"
-                                 and saved_args(path).get("rlhf_type") != "rm"):
-            raise SwiftlikeError(f"--reward_model {given}: not a reward model (a checkpoint of --rlhf_type rm)")
+        if path.is_dir():
+            if not is_reward_model(path) and not is_hf_reward_model(path):
+                raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
+        elif given.count("/") != 1 or given.startswith((".", "/", "~")):
+            raise SwiftlikeError(f"--reward_model {given}: no such directory, and not a hub id (ORG/NAME)")
 
     def resolve(self) -> None:
-        """The reward model was trained on this base: its score head reads these weights' features."""
+        """The reward model's weights (a hub id is downloaded like --model), checked against the policy: a swiftlike
+        reward model was trained on this base (its score head reads these weights' features); a Hugging Face one
+        must share the policy's tokenizer (TRL's PPO hands it the policy's token ids)."""
         super().resolve()
-        from ...checkpoint import base_fingerprint, check_base, read_manifest
+        from ...checkpoint import base_fingerprint, check_base, is_reward_model, read_manifest
+        from .reward_model import NOT_A_REWARD_MODEL, is_hf_reward_model
 
         given = self.args.reward_model
-        check_base(read_manifest(Path(given).expanduser()), base_model_type=self.model_type,
-                   fingerprint=base_fingerprint(self.resolved.path), where=f"--reward_model {given}", force_hint="")
+        path = Path(given).expanduser()
+        if not path.is_dir():
+            from ...models.options import ModelArguments
+
+            path = ModelArguments(model=given, hub=self.args.hub, model_revision=None,
+                                  cache_dir=self.args.cache_dir).resolve_model().path
+            if not is_hf_reward_model(path):
+                raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
+        self.reward_path = path
+        if is_reward_model(path):
+            check_base(read_manifest(path), base_model_type=self.model_type,
+                       fingerprint=base_fingerprint(self.resolved.path), where=f"--reward_model {given}",
+                       force_hint="")
+
+    def setup_tokenizer(self) -> None:
+        super().setup_tokenizer()
+        from ...checkpoint import is_reward_model
+
+        if is_reward_model(self.reward_path):
+            return
+        from ...models.load import load_tokenizer
+
+        theirs = load_tokenizer(self.reward_path, self.args.trust_remote_code).get_vocab()
+        ours = self.tokenizer.get_vocab()
+        if theirs != ours:
+            raise SwiftlikeError(f"--reward_model {self.args.reward_model}: its tokenizer is not the policy's "
+                                 f"({len(theirs)} tokens, {len(ours)} in {self.resolved.path}); TRL's PPO scores "
+                                 f"the policy's token ids with it, so pick a reward model of the same family")
 
     def config_class(self):
         from trl.experimental.ppo import PPOConfig
@@ -92,14 +126,18 @@ class PpoRecipe(PreferenceRecipe):
     def make_trainer(self, callbacks: list):
         from .reward_model import is_implicit, load_reward_model
 
-        reward, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
-        if is_implicit(self.args.reward_model):  # no score head to start from: the base under a new value head
+        def load():
+            return load_reward_model(self.reward_path, base=self.resolved.path, dtype=self.dtype,
+                                     trust_remote_code=self.args.trust_remote_code)[0]
+
+        reward = load()
+        if is_implicit(self.reward_path):  # no score head to start from: the base under a new value head
             from ...models.load import load_model_tokenizer
 
             value, _ = load_model_tokenizer(resolved=self.resolved, torch_dtype=self.dtype, tokenizer=self.tokenizer,
                                             task="reward", trust_remote_code=self.args.trust_remote_code)
-        else:
-            value, _ = load_reward_model(self.args.reward_model, base=self.resolved.path, dtype=self.dtype)
+        else:  # as TRL and ms-swift do: the value model starts as a copy of the reward model
+            value = load()
         value.requires_grad_(True)
         return self.trainer_class(args=self.training_arguments(), processing_class=self.tokenizer, model=self.model,
                                   ref_model=None, reward_model=reward, value_model=value,

@@ -78,6 +78,10 @@ def check_resume_rm_type(resume, want: str) -> None:
                              f"--rm_type {have}")
 
 
+NOT_A_REWARD_MODEL = ("not a reward model (a checkpoint of --rlhf_type rm, or a Hugging Face "
+                      "*ForSequenceClassification model with one output)")
+
+
 def reward_trainer():
     from trl import RewardTrainer
 
@@ -85,6 +89,24 @@ def reward_trainer():
         pass
 
     return SwiftlikeRewardTrainer
+
+
+def is_hf_reward_model(path) -> bool:
+    """A Hugging Face sequence-classification model with one output (Skywork-Reward, TRL's RewardTrainer output…):
+    what ms-swift's and TRL's PPO take as a reward model. Read from its config.json alone."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    try:
+        cfg = json.loads(config.read_text()) if config.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(cfg, dict):
+        return False
+    # transformers saves id2label (one entry per output); num_labels is derived from it, 2 when neither is saved
+    outputs = len(cfg.get("id2label") or {}) or cfg.get("num_labels", 2)
+    return outputs == 1 and any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or [])
 
 
 def is_implicit(path) -> bool:
@@ -109,9 +131,9 @@ def _base_of(manifest: dict, saved: dict, base):
 
 
 def load_reward_model(path, *, base=None, dtype=None, trust_remote_code=False):
-    """A reward model saved by `--rlhf_type rm` (an adapter with its score head, or a full model) -> (model, tokenizer),
-    ready for scoring; an implicit one (`--rm_type implicit`) -> (ImplicitReward, tokenizer); anything else is a
-    one-line error."""
+    """A reward model saved by `--rlhf_type rm` (an adapter with its score head, or a full model) or a Hugging Face
+    sequence-classification model with one output -> (model, tokenizer), ready for scoring; an implicit one
+    (`--rm_type implicit`) -> (ImplicitReward, tokenizer); anything else is a one-line error."""
     from pathlib import Path
 
     from peft import PeftModel
@@ -122,8 +144,8 @@ def load_reward_model(path, *, base=None, dtype=None, trust_remote_code=False):
 
     path = Path(path)
     manifest, saved = read_manifest(path), saved_args(path)
-    if manifest.get("rlhf_type") != "rm" and saved.get("rlhf_type") != "rm":
-        raise SwiftlikeError(f"--reward_model {path}: not a reward model (train one with --rlhf_type rm)")
+    if manifest.get("rlhf_type") != "rm" and saved.get("rlhf_type") != "rm" and not is_hf_reward_model(path):
+        raise SwiftlikeError(f"--reward_model {path}: {NOT_A_REWARD_MODEL}")
     if _rm_type(manifest, saved) == "implicit":
         # the base as a causal LM under the adapter, not merged: the base with the adapter off is its reference
         from .implicit_scorer import ImplicitReward
