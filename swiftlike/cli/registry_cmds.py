@@ -102,13 +102,23 @@ def datasets_show(name, as_json):
 
 
 # ---------------------------------------------------------------- tuners, hubs
+def _external_option(f):
+    return click.option("--external_plugins", "--custom_register_path", multiple=True,
+                        help="Python files loaded first, as training loads them (swiftlike hooks, ms-swift's orms).")(f)
+
+
 def _simple_group(kind: str, summary: str, columns: list[str]):
     """`swiftlike KIND list|show` for a registry table whose entries are shown as they are."""
     group = click.Group(kind, help=summary)
 
     @group.command("list")
     @json_option
-    def list_(as_json):
+    @_external_option
+    def list_(as_json, external_plugins):
+        if external_plugins:
+            from ..plugins.external import load_external_plugins
+
+            load_external_plugins(external_plugins)
         rows = [_public(s) for s in getattr(get_registry(), kind)]
         echo_json(rows) if as_json else echo_table(rows, columns)
 

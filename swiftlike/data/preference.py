@@ -132,6 +132,10 @@ def _text_row(row: dict, roles) -> dict:
 
 
 def _rl(row: dict, roles) -> dict:
+    return {**_rl_prompt(row, roles), "columns": _other_columns(row)}
+
+
+def _rl_prompt(row: dict, roles) -> dict:
     fmt = detect_format(row, prompt=True)
     solution = row.get("solution")
     if fmt is None and row.get("prompt") is not None:  # TRL's prompt-only rows: text or a conversation
@@ -148,6 +152,16 @@ def _rl(row: dict, roles) -> dict:
     canon = to_messages(row, fmt, roles)
     canon, reference = split_reference(canon)
     return {**canon, "solution": _text(solution, "'solution'") if solution is not None else reference}
+
+
+# what a prompt row's conversation is made of; its other columns (a countdown row's `target` and `nums`) go to the
+# reward functions as keyword lists, as TRL and ms-swift pass them
+_CONVERSATION_KEYS = {"messages", "conversations", "prompt", "query", "response", "history", "instruction", "input",
+                      "output", "system", "tools", "solution"}
+
+
+def _other_columns(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in _CONVERSATION_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -29,6 +29,9 @@ class TrainArguments(ModelArguments):
     columns: Optional[str] = arg(None, "Rename columns: JSON {\"source\": \"target\"}.")
     custom_dataset_info: Optional[str] = arg(None, "A dataset_info.json (LLaMA-Factory's, or ms-swift's) whose "
                                              "dataset names --dataset may use.")
+    external_plugins: list = arg([], "Python files loaded into the registry first: swiftlike hooks (register_rewards, "
+                                 "register_datasets…), or ms-swift reward functions (orms['name'] = ORM class).",
+                                 aliases=["custom_register_path"])
     dataset_num_proc: int = arg(1, "Processes for encoding.")
     skip_bad_rows: bool = arg(False, "Skip malformed rows (reported) instead of failing.")
     model_name: list = arg([], "Self-cognition name: one value or 'zh en'.")

@@ -94,6 +94,10 @@ class TrainingRecipe:
     def check(self) -> None:
         """Arguments only: everything that can be refused before a library or a model loads."""
         a = self.args
+        if a.external_plugins:  # first: what they register (rewards, datasets, templates) is looked up below
+            from ..plugins.external import load_external_plugins
+
+            load_external_plugins(a.external_plugins)
         a.check_model_options()
         if not a.dataset:
             raise SwiftlikeError("no training data: pass --dataset NAME_OR_PATH (e.g. self-cognition#200, data.jsonl)")

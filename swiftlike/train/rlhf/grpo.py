@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 
 from ...registry import SwiftlikeError, get_registry, resolve_callable
 from ..atomic_checkpoints import AtomicCheckpoints
@@ -27,10 +28,30 @@ def reward_functions(args) -> list:
 
         @functools.wraps(func)
         def call(*a, _func=func, _bound=bound, **kw):
-            return _func(*a, **{**kw, **_bound})
+            return _func(*a, **{**with_row_columns(kw), **_bound})
 
         call.__name__ = name
         out.append(call)
+    return out
+
+
+ROW_COLUMN = "swiftlike_row"
+# what TRL itself passes to a reward function: a row column of the same name does not replace it
+_TRL_KEYWORDS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
+
+
+def with_row_columns(kw: dict) -> dict:
+    """TRL's reward keywords, plus each row's own columns as keyword lists and `messages`: the prompt conversation
+    with the completion as its last (assistant) turn — what ms-swift's reward functions read."""
+    rows = kw.pop(ROW_COLUMN, None)
+    if rows is None:
+        return kw
+    rows = [json.loads(r) for r in rows]
+    names = {name for r in rows for name in r["columns"]} - _TRL_KEYWORDS - set(kw)
+    out = {**kw, **{name: [r["columns"].get(name) for r in rows] for name in sorted(names)}}
+    completions = kw.get("completions") or [None] * len(rows)
+    out["messages"] = [r["messages"] + [{"role": "assistant", "content": c if isinstance(c, str) else
+                                         (c[-1].get("content") if c else "")}] for r, c in zip(rows, completions)]
     return out
 
 
@@ -53,8 +74,13 @@ class GrpoRecipe(PreferenceRecipe):
     def encode(self, rows: list, *, train: bool):
         from datasets import Dataset
 
+        # the row's other columns and its prompt conversation ride along as one JSON text (Arrow would need one
+        # type per column across rows); reward_functions hands them to each reward function as keyword lists
         return Dataset.from_list([{"prompt": self.template.render(r["messages"], add_generation_prompt=True),
-                                   "solution": r.get("solution")} for r in rows])
+                                   "solution": r.get("solution"),
+                                   ROW_COLUMN: json.dumps({"columns": r.get("columns") or {},
+                                                           "messages": r["messages"]}, ensure_ascii=False)}
+                                  for r in rows])
 
     def stage_options(self) -> dict:
         a = self.args
