@@ -18,13 +18,13 @@ from .contents import ADAPTER_CONFIG, ADAPTER_WEIGHTS, ARGS, EVAL_RESULTS, PROMP
 from .manifest import FORMAT, MANIFEST, MAX_MANIFEST_BYTES, check_manifest, check_manifest_fields, \
     check_manifest_files, file_table, parse_manifest, read_manifest, read_manifest_bytes, unsafe_path_reason, \
     walk_files, write_manifest
-from .template import checkpoint_template
+from .template import checkpoint_template, marked_template
 
 __all__ = ["MANIFEST", "FORMAT", "ARGS", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "read_manifest", "write_manifest",
            "file_table", "walk_files", "check_manifest", "check_manifest_fields", "check_manifest_files",
            "parse_manifest", "read_manifest_bytes", "MAX_MANIFEST_BYTES", "unsafe_path_reason", "base_fingerprint",
-           "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "finalize",
-           "add_evaluation", "EVAL_RESULTS", "PROMPT_LEARNING", "is_reward_model", "refuse_reward_model"]
+           "check_base", "saved_args", "is_adapter_dir", "adapter_config", "checkpoint_template", "marked_template",
+           "finalize", "add_evaluation", "EVAL_RESULTS", "PROMPT_LEARNING", "is_reward_model", "refuse_reward_model"]
 
 
 def is_reward_model(path) -> bool:

@@ -46,3 +46,16 @@ def checkpoint_template(ckpt=None, *, template: str | None = None, system: str |
         raise SwiftlikeError(f"cannot tell which chat template {where} uses; pass --template NAME "
                              f"(see `swiftlike templates list`)")
     return templates.get(default), system
+
+
+def marked_template(spec, source: str):
+    """A checkpoint's template text is the exported one, without `{% generation %}` markers; the registered
+    template it was stripped from has them (the label mask training used)."""
+    from ..templates.jinja_env import strip_generation
+
+    templates = get_registry().templates
+    if strip_generation(source) == source and spec.name in templates:
+        registered = templates.get(spec.name)
+        if strip_generation(registered.load_source()) == source:
+            return registered
+    return spec

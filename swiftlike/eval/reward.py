@@ -65,11 +65,8 @@ def _score(plan, source, progress: bool) -> list:
     """[(chosen score, rejected score)] of every pair under one reward model."""
     import torch
 
-    from ..checkpoint import checkpoint_template
-    from ..templates import get_template
     from ..train.rlhf.encode import TooLong, encode_pair
-    from ..train.rlhf.reward_model import is_implicit, load_reward_model
-    from .runner import marked_template
+    from ..train.rlhf.reward_scorer import RewardScorer
 
     args = plan.args
     if args.num_threads:
@@ -80,24 +77,17 @@ def _score(plan, source, progress: bool) -> list:
 
         check_base(source.manifest, base_model_type=plan.base.model_type or resolved.spec.name,
                    fingerprint=base_fingerprint(resolved.path), where=f"{source.given}: reward model")
-    model, tok = load_reward_model(source.path, base=resolved.path, dtype=args.torch_dtype,
-                                   trust_remote_code=args.trust_remote_code)
-    spec, system = checkpoint_template(source.path, template=args.template, system=args.system,
-                                       default=resolved.spec.template)
-    # the checkpoint's template text lost its generation markers at export: the answer span needs the registered one
-    spec = marked_template(spec, get_template(spec, tok).source)
-    template = get_template(spec, tok, system=system, loss_mode="last_round")
+    scorer = RewardScorer(source.path, base_path=resolved.path, default_template=resolved.spec.template,
+                          template=args.template, system=args.system, dtype=args.torch_dtype,
+                          trust_remote_code=args.trust_remote_code)
     sequences, starts = [], []  # an implicit reward model sums over the answer, which starts after the prompt
     for row in plan.rows:
         try:
-            pair = encode_pair(template, row, None)
+            pair = encode_pair(scorer.template, row, None)
         except (TooLong, ValueError) as err:
             raise SwiftlikeError(f"{row.get('location', '?')}: {err}") from None
         sequences += [pair["prompt_ids"] + pair["chosen_ids"], pair["prompt_ids"] + pair["rejected_ids"]]
         starts += [len(pair["prompt_ids"])] * 2
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    implicit = is_implicit(source.path)
-    out = []
     bar = None
     if progress:
         import sys
@@ -107,20 +97,9 @@ def _score(plan, source, progress: bool) -> list:
         bar = tqdm(total=len(plan.rows), desc=f"rank {source.name}", unit="pair", file=sys.stderr)
     step = max(2, args.max_batch_size - args.max_batch_size % 2)  # whole pairs per batch
     try:
-        with torch.inference_mode():
-            for start in range(0, len(sequences), step):
-                batch = sequences[start:start + step]
-                width = max(map(len, batch))
-                ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch])
-                mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch])
-                if implicit:
-                    logits = model(ids, mask, torch.tensor(starts[start:start + step])).tolist()
-                else:
-                    logits = model(input_ids=ids, attention_mask=mask).logits[:, 0].float().tolist()
-                out += list(zip(logits[0::2], logits[1::2]))
-                if bar is not None:
-                    bar.update(len(batch) // 2)
+        scores = scorer.score_ids(sequences, starts, step, on_batch=bar and (lambda n: bar.update(n // 2)))
     finally:
         if bar is not None:
             bar.close()
+    out = list(zip(scores[0::2], scores[1::2]))
     return [(round(c, 6), round(r, 6)) for c, r in out]

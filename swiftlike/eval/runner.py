@@ -150,6 +150,7 @@ def reference_loss(session: Session, rows: list, batch_size: int = 8) -> None:
     import torch
     import torch.nn.functional as F
 
+    from ..checkpoint import marked_template
     from ..infer.lora import LoraBatch
     from ..templates import get_template
 
@@ -193,20 +194,6 @@ def reference_loss(session: Session, rows: list, batch_size: int = 8) -> None:
             for (m, _, _), loss, n in zip(chunk, sums.tolist(), counts.tolist()):
                 m.loss_sum += loss
                 m.loss_tokens += n
-
-
-def marked_template(spec, source: str):
-    """A checkpoint's template text is the exported one, without `{% generation %}` markers; the registered
-    template it was stripped from has them (the label mask training used)."""
-    from ..registry import get_registry
-    from ..templates.jinja_env import strip_generation
-
-    templates = get_registry().templates
-    if strip_generation(source) == source and spec.name in templates:
-        registered = templates.get(spec.name)
-        if strip_generation(registered.load_source()) == source:
-            return registered
-    return spec
 
 
 def _labelled(scorer, row) -> tuple[list, list]:
