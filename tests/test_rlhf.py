@@ -320,6 +320,57 @@ def test_ppo_takes_a_hugging_face_reward_model(tiny_model, data, tmp_path, monke
         assert not (tmp_path / "bad").exists()
 
 
+def test_grpo_scores_with_reward_models(tiny_model, data, tmp_path, reward_model):
+    """ms-swift's GRPO --reward_model: each reward model scores the completions after their prompt, encoded in its
+    template as it was trained (a swiftlike checkpoint's own; a Hugging Face one's from --reward_template), one
+    reward each after --reward_funcs in --reward_weights. The same model with its head negated logs the negated
+    mean on the same samples."""
+    import swiftlike
+
+    from swiftlike.train.rlhf.reward_scorer import RewardScorer
+
+    hf = _hf_reward_model(tmp_path / "Tiny-Reward", tiny_model)
+    negated = _hf_reward_model(tmp_path / "neg" / "Tiny-Reward", tiny_model, sign=-1.0)
+
+    def run(models, out, **kw):
+        return swiftlike.rlhf(_args(tiny_model, tmp_path / out, rlhf_type="grpo", dataset=str(data / "sums.jsonl"),
+                                    reward_model=[str(m) for m in models], num_generations=2, max_completion_length=6,
+                                    max_steps=1, save_steps=1, **kw))
+
+    first = [r for r in _logs(run([hf], "a", reward_template=["smollm2"])["run_dir"])
+             if "rewards/Tiny-Reward/mean" in r][0]
+    again = [r for r in _logs(run([negated], "b", reward_template=["smollm2"])["run_dir"])
+             if "rewards/Tiny-Reward/mean" in r][0]
+    assert abs(first["rewards/Tiny-Reward/mean"]) > 1e-5
+    assert again["rewards/Tiny-Reward/mean"] == pytest.approx(-first["rewards/Tiny-Reward/mean"], rel=1e-4)
+
+    ckpt = reward_model["last_checkpoint"]
+    both = run([ckpt], "c", reward_funcs=["accuracy"], reward_weights=[1.0, 0.5])
+    name = f"{ckpt.parent.name}-{ckpt.name}"
+    assert any(f"rewards/{name}/mean" in r and "rewards/accuracy/mean" in r for r in _logs(both["run_dir"]))
+    assert torch.load(both["last_checkpoint"] / "training_args.bin", weights_only=False).reward_weights == [1.0, 0.5]
+    manifest = json.loads((both["last_checkpoint"] / "swiftlike.json").read_text())
+    assert manifest["reward_model"] == [str(ckpt)] and manifest["reward_funcs"] == ["accuracy"]
+
+    # the scorer reads the head at the answer's last trained token (its end of turn), as --rlhf_type rm trained it
+    scorer = RewardScorer(ckpt, base_path=tiny_model, default_template="smollm2")
+    messages = [{"role": "user", "content": "Who are you?"}]
+    enc = scorer.template.encode([*messages, {"role": "assistant", "content": "I am Nova."}])
+    last = max(i for i, label in enumerate(enc["labels"]) if label != -100)
+    ids = enc["input_ids"][:last + 1]
+    assert scorer.tokenizer.decode(ids[-1:]) == "<|im_end|>"
+    with torch.no_grad():
+        direct = scorer.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+    assert scorer.score([messages], ["I am Nova."]) == [pytest.approx(direct, abs=1e-5)]
+
+    # a Hugging Face reward model whose chat template cannot be told: one line before anything loads
+    proc = _cli("rlhf", "--rlhf_type", "grpo", "--model", tiny_model, "--template", "smollm2", "--dataset",
+                data / "sums.jsonl", "--reward_model", hf, "--output_dir", tmp_path / "bad")
+    assert proc.returncode == 1 and "cannot tell which chat template it reads conversations in; pass " \
+        "--reward_template NAME" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
 def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
     """ms-swift's and TRL's --center_rewards_coefficient: the loss gains c * (r_chosen + r_rejected)^2. At learning
     rate 0 both runs see the same rewards, so the logged losses differ by exactly that (one pair a step)."""
@@ -519,6 +570,10 @@ def test_pt_packs_documents_apart(tiny_model, tmp_path):
     (["--rlhf_type", "dpo", "--dataset", "{sft}"], "not a preference row (keys: messages): no rejected answer"),
     (["--rlhf_type", "dpo", "--loss_type", "sigmod"], "--loss_type 'sigmod': --rlhf_type dpo takes sigmoid, ipo"),
     (["--rlhf_type", "ppo", "--reward_model", "{ckpt}", "--resume_from_checkpoint", "last"], "cannot resume"),
+    (["--rlhf_type", "ppo", "--reward_model", "a/b", "c/d"], "--reward_model: PPO trains against one reward model, "
+                                                             "not 2"),
+    (["--rlhf_type", "grpo", "--reward_model", "{ckpt}"], "not a reward model"),
+    (["--rlhf_type", "grpo", "--reward_model", "./nowhere"], "--reward_model ./nowhere: no such directory"),
 ])
 def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path, flags, message):
     ckpt = tmp_path / "not-rm"
@@ -548,6 +603,11 @@ def test_bad_input_is_one_line_before_anything_loads(tiny_model, data, tmp_path,
     (dict(rlhf_type="grpo", num_generations=1), "--num_generations 1"),
     (dict(rlhf_type="grpo", temperature=0.0), "--temperature 0: GRPO and PPO sample their answers"),
     (dict(rlhf_type="grpo", reward_format="("), "--reward_format '(': not a regular expression"),
+    (dict(rlhf_type="grpo", reward_funcs=["accuracy"], reward_model=["org/rm"], reward_weights=[1.0]),
+     "--reward_weights: 1 weight(s) for 2 --reward_funcs and --reward_model"),
+    (dict(rlhf_type="grpo", reward_funcs=["accuracy"], reward_model=["org/rm"], reward_weights=[1.0, 0.3]), None),
+    (dict(rlhf_type="grpo", reward_model=["a/b", "c/d", "e/f"], reward_template=["x", "y"]),
+     "--reward_template: 2 templates for 3 --reward_model"),
     (dict(rlhf_type="dpo", ref_model="/nonexistent/m"), "--ref_model /nonexistent/m: no such directory"),
     (dict(rlhf_type="dpo", truncation_strategy="bogus"), "--truncation_strategy 'bogus': rlhf takes delete"),
     (dict(rlhf_type="dpo", adapters=["sft/ckpt"], ref_adapters=["sft/ckpt/"]), None),  # ms-swift's sft -> dpo

@@ -34,7 +34,9 @@ def infer_spec(path: Path) -> ModelSpec:
     archs = []
     if config.exists():
         archs = json.loads(config.read_text()).get("architectures") or []
-    candidates = [s for s in get_registry().models if set(archs) & set(s.architectures)]
+    # a reward model (Skywork-Reward: LlamaForSequenceClassification) chats like its causal-LM family
+    family = set(archs) | {a.replace("ForSequenceClassification", "ForCausalLM") for a in archs}
+    candidates = [s for s in get_registry().models if family & set(s.architectures)]
     if len(candidates) == 1:
         return candidates[0]
     # Unknown to the catalog: train it with the tokenizer's own chat template.

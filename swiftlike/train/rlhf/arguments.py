@@ -24,7 +24,8 @@ USED_BY = {
     "beta": ("dpo", "kto", "orpo", "simpo", "cpo", "grpo", "ppo"), "rpo_alpha": ("dpo",),
     "label_smoothing": ("dpo", "cpo"), "ref_model": ("dpo", "kto"), "ref_adapters": ("dpo", "kto"),
     "precompute_ref_log_probs": ("dpo", "kto"), "desirable_weight": ("kto",), "undesirable_weight": ("kto",),
-    "cpo_alpha": ("cpo", "simpo"), "simpo_gamma": ("simpo",), "reward_model": _PPO,
+    "cpo_alpha": ("cpo", "simpo"), "simpo_gamma": ("simpo",), "reward_model": _PPO + _GRPO,
+    "reward_template": _GRPO,
     "center_rewards_coefficient": ("rm",), "rm_type": ("rm",), "loss_weights": ("dpo",), "ld_alpha": ("dpo",),
     "discopop_tau": ("dpo",),
     "max_completion_length": ("grpo", "ppo"), "temperature": ("grpo", "ppo"),
@@ -64,9 +65,12 @@ class RlhfArguments(TrainArguments):
     cpo_alpha: Optional[float] = arg(None, "CPO/SimPO: weight of the NLL term on chosen answers (default: CPO 1.0, "
                                      "SimPO 0 = pure SimPO; ms-swift's SimPO default is 1.0, CPO-SimPO).")
     simpo_gamma: float = arg(1.0, "SimPO: target reward margin.")
-    reward_model: Optional[str] = arg(None, "PPO: a reward model — a checkpoint of --rlhf_type rm (or its run "
-                                      "dir), or a Hugging Face sequence-classification model with one output (a "
-                                      "dir or hub id, e.g. a Skywork-Reward) sharing the policy's tokenizer.")
+    reward_model: list = arg([], "PPO: the reward model; GRPO: reward models scored beside --reward_funcs (one "
+                             "reward each, after them in --reward_weights). Each a checkpoint of --rlhf_type rm (or "
+                             "its run dir), or a Hugging Face sequence-classification model with one output (a dir "
+                             "or hub id, e.g. a Skywork-Reward); for PPO it shares the policy's tokenizer.")
+    reward_template: list = arg([], "GRPO: the chat template each --reward_model reads conversations in (one for "
+                                "all, or one each; default: the checkpoint's, or the one its model type has).")
     center_rewards_coefficient: Optional[float] = arg(None, "RM: weight of a penalty on the squared sum of a pair's "
                                                       "rewards, which keeps the rewards centred on 0 (e.g. 0.01).")
     rm_type: str = arg("score", "RM: score — a one-output score head read at the answer's last token (the peers' "
@@ -154,8 +158,13 @@ class RlhfArguments(TrainArguments):
             except (TypeError, ValueError):
                 raise SwiftlikeError(f"--{flag} {' '.join(map(str, values))}: numbers, one per --{of}") from None
             targets = len(getattr(self, of) or ([] if of == "reward_funcs" else ["sigmoid"]))
+            if of == "reward_funcs" and kind == "grpo" and self.reward_model:  # reward models score after them
+                targets, of = targets + len(self.reward_model), "reward_funcs and --reward_model"
             if values and len(values) != targets:
                 raise SwiftlikeError(f"--{flag}: {len(values)} weight(s) for {targets} --{of}; give one per --{of}")
+        if self.reward_template and len(self.reward_template) not in (1, len(self.reward_model)):
+            raise SwiftlikeError(f"--reward_template: {len(self.reward_template)} templates for "
+                                 f"{len(self.reward_model)} --reward_model; give one for all, or one each")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise SwiftlikeError(f"--importance_sampling_level {self.importance_sampling_level!r}: token or sequence")
         if self.scale_rewards not in ("group", "batch", "none"):

@@ -15,9 +15,9 @@ from .preference import PreferenceRecipe
 def reward_functions(args) -> list:
     """The --reward_funcs callables, named after their registry entries (TRL logs rewards/<name>), with the options
     they take (--reward_format, --reward_length) bound."""
-    if not args.reward_funcs:
+    if not args.reward_funcs and not args.reward_model:
         raise SwiftlikeError("--rlhf_type grpo needs --reward_funcs NAME … (see `swiftlike rewards list`: accuracy, "
-                             "format, length)")
+                             "format, length) or --reward_model")
     table = get_registry().rewards
     out = []
     for name in args.reward_funcs:
@@ -55,12 +55,53 @@ def with_row_columns(kw: dict) -> dict:
     return out
 
 
+def model_reward(given: str, scorer):
+    """A reward model as a GRPO reward function: each completion scored after its prompt's conversation, as the
+    model was trained to score (ms-swift's default reward-model plugin), logged under the model's name."""
+    from pathlib import Path
+
+    def reward(**kw):
+        kw = with_row_columns(kw)
+        conversations = [m[:-1] for m in kw["messages"]]
+        answers = [m[-1]["content"] for m in kw["messages"]]
+        return scorer.score(conversations, answers)
+
+    path = Path(given)
+    name = f"{path.parent.name}-{path.name}" if path.name.startswith("checkpoint-") else path.name
+    reward.__name__ = name
+    return reward
+
+
 class GrpoRecipe(PreferenceRecipe):
     data_kind = "rl"
 
     def check(self) -> None:
         super().check()
         self.rewards = reward_functions(self.args)  # unknown names fail before anything loads
+        from .reward_model import locate_reward_model
+
+        self.args.reward_model = [locate_reward_model(m) for m in self.args.reward_model]
+
+    def resolve(self) -> None:
+        """Each --reward_model's directory (hub ids downloaded) and the template it reads conversations in."""
+        super().resolve()
+        from ...checkpoint import is_reward_model
+        from ...models.resolve import infer_spec
+        from .reward_model import fetch_reward_model
+
+        a = self.args
+        self.reward_models = []
+        for i, given in enumerate(a.reward_model):
+            path = fetch_reward_model(given, hub=a.hub, cache_dir=a.cache_dir, model_type=self.model_type,
+                                      base_path=self.resolved.path)
+            template = (a.reward_template[i if len(a.reward_template) > 1 else 0] if a.reward_template else None)
+            # a swiftlike reward model names the template it trained with; a Hugging Face one goes by its model type
+            ours = is_reward_model(path)
+            default = (a.template or self.spec.template) if ours else infer_spec(path).template
+            if template is None and default == "auto" and not ours:
+                raise SwiftlikeError(f"--reward_model {given}: cannot tell which chat template it reads "
+                                     f"conversations in; pass --reward_template NAME (see `swiftlike templates list`)")
+            self.reward_models.append((given, path, template, default))
 
     def config_class(self):
         from trl import GRPOConfig
@@ -98,10 +139,20 @@ class GrpoRecipe(PreferenceRecipe):
         return self.sampled_reference_name() if self.beta else None  # beta 0: TRL keeps no reference
 
     def make_trainer(self, callbacks: list):
-        return self.trainer_class(model=self.model, reward_funcs=self.rewards, args=self.training_arguments(),
-                                  train_dataset=self.train_data, eval_dataset=self.val_data or None,
-                                  processing_class=self.tokenizer, callbacks=callbacks,
-                                  after_checkpoint_save=self.after_checkpoint_save)
+        from .reward_scorer import RewardScorer
+
+        scorers = [(given, RewardScorer(path, base_path=self.resolved.path, default_template=default,
+                                        template=template, dtype=self.dtype,
+                                        trust_remote_code=self.args.trust_remote_code))
+                   for given, path, template, default in self.reward_models]
+        trainer = self.trainer_class(model=self.model, args=self.training_arguments(),
+                                     reward_funcs=self.rewards + [model_reward(g, s) for g, s in scorers],
+                                     train_dataset=self.train_data, eval_dataset=self.val_data or None,
+                                     processing_class=self.tokenizer, callbacks=callbacks,
+                                     after_checkpoint_save=self.after_checkpoint_save)
+        for _, scorer in scorers:
+            scorer.model.to(trainer.accelerator.device)
+        return trainer
 
     def setup_model(self) -> None:
         super().setup_model()
@@ -109,7 +160,8 @@ class GrpoRecipe(PreferenceRecipe):
         self.model.generation_config.eos_token_id = self.template.stop_token_ids or self.tokenizer.eos_token_id
 
     def manifest_info(self) -> dict:
-        return {**super().manifest_info(), "reward_funcs": list(self.args.reward_funcs)}
+        return {**super().manifest_info(), "reward_funcs": list(self.args.reward_funcs),
+                **({"reward_model": list(self.args.reward_model)} if self.args.reward_model else {})}
 
 
 def grpo_trainer():

@@ -5,8 +5,6 @@ model, or for an implicit one from the base with a new head) estimates returns â
 its reference is the base with the adapter disabled."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from ...registry import SwiftlikeError
 from ..atomic_checkpoints import AtomicCheckpoints
 from .preference import PreferenceRecipe
@@ -32,44 +30,23 @@ class PpoRecipe(PreferenceRecipe):
         if tuple(int(p) for p in version("trl").split(".")[:2] if p.isdigit()) >= (1, 13):
             raise SwiftlikeError("--rlhf_type ppo needs TRL's PPO trainer, which TRL 1.13 removed: "
                                  "pip install 'trl>=1.0,<1.13'")
-        from ...checkpoint import is_reward_model, read_manifest
-        from .reward_model import NOT_A_REWARD_MODEL, is_hf_reward_model
+        from .reward_model import locate_reward_model
 
-        given = self.args.reward_model
-        path = Path(given).expanduser()
-        if path.is_dir() and not read_manifest(path) and not is_hf_reward_model(path):
-            from ..outputs import find_last_checkpoint  # a run directory (LLaMA-Factory names its output_dir):
-
-            path = find_last_checkpoint(path) or path  # its newest checkpoint
-            self.args.reward_model = str(path)
-        if path.is_dir():
-            if not is_reward_model(path) and not is_hf_reward_model(path):
-                raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
-        elif given.count("/") != 1 or given.startswith((".", "/", "~")):
-            raise SwiftlikeError(f"--reward_model {given}: no such directory, and not a hub id (ORG/NAME)")
+        if len(self.args.reward_model) > 1:
+            raise SwiftlikeError(f"--reward_model: PPO trains against one reward model, not "
+                                 f"{len(self.args.reward_model)} (GRPO takes several)")
+        self.args.reward_model = [locate_reward_model(self.args.reward_model[0])]
 
     def resolve(self) -> None:
         """The reward model's weights (a hub id is downloaded like --model), checked against the policy: a swiftlike
         reward model was trained on this base (its score head reads these weights' features); a Hugging Face one
         must share the policy's tokenizer (TRL's PPO hands it the policy's token ids)."""
         super().resolve()
-        from ...checkpoint import base_fingerprint, check_base, is_reward_model, read_manifest
-        from .reward_model import NOT_A_REWARD_MODEL, is_hf_reward_model
+        from .reward_model import fetch_reward_model
 
-        given = self.args.reward_model
-        path = Path(given).expanduser()
-        if not path.is_dir():
-            from ...models.options import ModelArguments
-
-            path = ModelArguments(model=given, hub=self.args.hub, model_revision=None,
-                                  cache_dir=self.args.cache_dir).resolve_model().path
-            if not is_hf_reward_model(path):
-                raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
-        self.reward_path = path
-        if is_reward_model(path):
-            check_base(read_manifest(path), base_model_type=self.model_type,
-                       fingerprint=base_fingerprint(self.resolved.path), where=f"--reward_model {given}",
-                       force_hint="")
+        self.reward_path = fetch_reward_model(self.args.reward_model[0], hub=self.args.hub,
+                                              cache_dir=self.args.cache_dir, model_type=self.model_type,
+                                              base_path=self.resolved.path)
 
     def setup_tokenizer(self) -> None:
         super().setup_tokenizer()
@@ -82,7 +59,7 @@ class PpoRecipe(PreferenceRecipe):
         theirs = load_tokenizer(self.reward_path, self.args.trust_remote_code).get_vocab()
         ours = self.tokenizer.get_vocab()
         if theirs != ours:
-            raise SwiftlikeError(f"--reward_model {self.args.reward_model}: its tokenizer is not the policy's "
+            raise SwiftlikeError(f"--reward_model {self.args.reward_model[0]}: its tokenizer is not the policy's "
                                  f"({len(theirs)} tokens, {len(ours)} in {self.resolved.path}); TRL's PPO scores "
                                  f"the policy's token ids with it, so pick a reward model of the same family")
 
@@ -161,7 +138,7 @@ class PpoRecipe(PreferenceRecipe):
                                                if isinstance(v, (int, float))})
 
     def manifest_info(self) -> dict:
-        return {**super().manifest_info(), "reward_model": str(self.args.reward_model)}
+        return {**super().manifest_info(), "reward_model": self.args.reward_model[0]}
 
     def reference_name(self) -> str | None:
         return self.sampled_reference_name()

@@ -91,6 +91,46 @@ def reward_trainer():
     return SwiftlikeRewardTrainer
 
 
+def locate_reward_model(given: str) -> str:
+    """`--reward_model` checked before anything loads: a checkpoint of `--rlhf_type rm`, a run directory (its newest
+    checkpoint, as LLaMA-Factory's YAMLs name it), a Hugging Face reward model's directory, or a hub id (fetched by
+    fetch_reward_model). Returns the directory or id to use."""
+    from pathlib import Path
+
+    from ...checkpoint import is_reward_model, read_manifest
+    from ..outputs import find_last_checkpoint
+
+    path = Path(given).expanduser()
+    if path.is_dir() and not read_manifest(path) and not is_hf_reward_model(path):
+        path = find_last_checkpoint(path) or path
+    if path.is_dir():
+        if not is_reward_model(path) and not is_hf_reward_model(path):
+            raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
+        return str(path)
+    if given.count("/") != 1 or given.startswith((".", "/", "~")):
+        raise SwiftlikeError(f"--reward_model {given}: no such directory, and not a hub id (ORG/NAME)")
+    return given
+
+
+def fetch_reward_model(given: str, *, hub=None, cache_dir=None, model_type=None, base_path=None):
+    """The directory of a located `--reward_model` (a hub id downloaded like --model); a swiftlike reward model is
+    checked against the base it will be loaded on (its score head reads that base's features)."""
+    from pathlib import Path
+
+    from ...checkpoint import base_fingerprint, check_base, is_reward_model, read_manifest
+    from ...models.options import ModelArguments
+
+    path = Path(given).expanduser()
+    if not path.is_dir():
+        path = ModelArguments(model=given, hub=hub, cache_dir=cache_dir).resolve_model().path
+        if not is_hf_reward_model(path):
+            raise SwiftlikeError(f"--reward_model {given}: {NOT_A_REWARD_MODEL}")
+    if is_reward_model(path) and base_path is not None:
+        check_base(read_manifest(path), base_model_type=model_type, fingerprint=base_fingerprint(base_path),
+                   where=f"--reward_model {given}", force_hint="")
+    return path
+
+
 def is_hf_reward_model(path) -> bool:
     """A Hugging Face sequence-classification model with one output (Skywork-Reward, TRL's RewardTrainer output…):
     what ms-swift's and TRL's PPO take as a reward model. Read from its config.json alone."""
