@@ -371,6 +371,28 @@ def test_grpo_scores_with_reward_models(tiny_model, data, tmp_path, reward_model
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
+def test_eval_ranks_pairs_with_a_hugging_face_reward_model(tiny_model, data, tmp_path):
+    """`swiftlike eval --ckpt_dir HF_RM` ranks the pairs with a Hugging Face reward model (in --template, or its
+    model type's): the negated head ranks each pair the other way; results land in the working directory, not in the
+    model's own (a hub cache snapshot, say)."""
+    hf = _hf_reward_model(tmp_path / "Tiny-Reward", tiny_model)
+    negated = _hf_reward_model(tmp_path / "neg" / "Tiny-Reward", tiny_model, sign=-1.0)
+    margins = []
+    for model in (hf, negated):
+        proc = _cli("eval", "--ckpt_dir", model, "--val_dataset", data / "pairs.jsonl", "--template", "smollm2",
+                    cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert not (model / "eval_result").exists()
+        result = sorted((tmp_path / "eval_result").iterdir())[-1]
+        metrics = json.loads((result / "metrics.json").read_text())
+        assert metrics["backend"] == "reward"
+        margins.append(metrics["models"]["Tiny-Reward"]["margin"])
+    assert margins[0] != 0 and margins[1] == pytest.approx(-margins[0], abs=1e-5)
+    proc = _cli("eval", "--ckpt_dir", hf, "--val_dataset", data / "pairs.jsonl", cwd=tmp_path)
+    assert proc.returncode == 1 and "pass --template NAME" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_center_rewards_coefficient_adds_its_penalty_to_the_reward_loss(tiny_model, data, tmp_path):
     """ms-swift's and TRL's --center_rewards_coefficient: the loss gains c * (r_chosen + r_rejected)^2. At learning
     rate 0 both runs see the same rewards, so the logged losses differ by exactly that (one pair a step)."""

@@ -40,7 +40,11 @@ def _default_root(plan) -> Path:
         return Path(args.output_dir)
     if args.ckpt_dir and not args.adapters:
         path = Path(args.ckpt_dir).expanduser()
-        if path.is_dir() and not path.resolve().is_relative_to(store_root().resolve()):
+        from ..train.rlhf.reward_model import is_hf_reward_model
+
+        # results beside a checkpoint; not inside a Hugging Face model's directory (a hub cache snapshot, say)
+        if path.is_dir() and not path.resolve().is_relative_to(store_root().resolve()) \
+                and not is_hf_reward_model(path):
             return path
     return Path(".")
 

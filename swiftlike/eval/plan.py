@@ -86,7 +86,16 @@ def make_plan(args: EvalArguments) -> Plan:
         if not path.is_dir():
             raise SwiftlikeError(f"{text}: no such directory")
         resolved.append((text, path))
-    reward = [is_reward_model(p) for _, p in resolved]
+    from ..train.rlhf.reward_model import is_hf_reward_model
+
+    reward = [is_reward_model(p) or is_hf_reward_model(p) for _, p in resolved]
+    for text, path in resolved:
+        if is_hf_reward_model(path) and not args.template:
+            from ..models.resolve import infer_spec
+
+            if infer_spec(path).template == "auto":
+                raise SwiftlikeError(f"{text}: cannot tell which chat template this reward model reads "
+                                     f"conversations in; pass --template NAME (see `swiftlike templates list`)")
     if any(reward) and not all(reward):
         text = next(t for (t, _), r in zip(resolved, reward) if not r)
         raise SwiftlikeError(f"{text}: not a reward model; evaluate reward models (--rlhf_type rm) and "

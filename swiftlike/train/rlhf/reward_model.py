@@ -132,11 +132,15 @@ def fetch_reward_model(given: str, *, hub=None, cache_dir=None, model_type=None,
 
 
 def is_hf_reward_model(path) -> bool:
-    """A Hugging Face sequence-classification model with one output (Skywork-Reward, TRL's RewardTrainer output…):
-    what ms-swift's and TRL's PPO take as a reward model. Read from its config.json alone."""
+    """A Hugging Face sequence-classification model with one output (Skywork-Reward, TRL's RewardTrainer output…),
+    not one of swiftlike's own (`--rlhf_type rm`): what ms-swift's and TRL's PPO take as a reward model."""
     import json
     from pathlib import Path
 
+    from ...checkpoint import is_reward_model
+
+    if is_reward_model(path):
+        return False
     config = Path(path) / "config.json"
     try:
         cfg = json.loads(config.read_text()) if config.is_file() else {}
