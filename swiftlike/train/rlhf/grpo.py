@@ -40,6 +40,11 @@ ROW_COLUMN = "swiftlike_row"
 _TRL_KEYWORDS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric"}
 
 
+def _plain(value):
+    """A column value JSON has no type for (a parquet row's numpy array, a timestamp): a list, else its text."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
 def with_row_columns(kw: dict) -> dict:
     """TRL's reward keywords, plus each row's own columns as keyword lists and `messages`: the prompt conversation
     with the completion as its last (assistant) turn — what ms-swift's reward functions read."""
@@ -117,10 +122,12 @@ class GrpoRecipe(PreferenceRecipe):
 
         # the row's other columns and its prompt conversation ride along as one JSON text (Arrow would need one
         # type per column across rows); reward_functions hands them to each reward function as keyword lists
+        def riding(r):
+            return json.dumps({"columns": r.get("columns") or {}, "messages": r["messages"]}, ensure_ascii=False,
+                              default=_plain)
+
         return Dataset.from_list([{"prompt": self.template.render(r["messages"], add_generation_prompt=True),
-                                   "solution": r.get("solution"),
-                                   ROW_COLUMN: json.dumps({"columns": r.get("columns") or {},
-                                                           "messages": r["messages"]}, ensure_ascii=False)}
+                                   "solution": r.get("solution"), ROW_COLUMN: riding(r)}
                                   for r in rows])
 
     def stage_options(self) -> dict:

@@ -56,6 +56,15 @@ class RewardScorer:
         return out
 
     def score(self, conversations: list, answers: list, batch_size: int = 8) -> list[float]:
-        """The score of each answer after its conversation (the prompt's messages)."""
-        encoded = [self.encode(messages, answer) for messages, answer in zip(conversations, answers)]
-        return self.score_ids([ids for ids, _ in encoded], [start for _, start in encoded], batch_size)
+        """The score of each answer after its conversation (the prompt's messages); NaN for an answer that renders
+        to no tokens in this template (an empty completion, say), which TRL's GRPO counts as no reward."""
+        encoded = []
+        for messages, answer in zip(conversations, answers):
+            try:
+                encoded.append(self.encode(messages, answer))
+            except ValueError:
+                encoded.append(None)
+        kept = [e for e in encoded if e is not None]
+        scores = iter(self.score_ids([ids for ids, _ in kept], [start for _, start in kept], batch_size) if kept
+                      else [])
+        return [float("nan") if e is None else next(scores) for e in encoded]
