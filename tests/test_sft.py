@@ -259,6 +259,43 @@ def test_seed_command_line(tiny_model, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+def test_the_seed_alone_sets_the_new_adapter(tiny_model, tmp_path, plugins, swiftlike_home):
+    """A first run that builds its model (the embedded SmolLM2 is converted from its GGUF through a randomly
+    initialised model) draws random numbers after the run is seeded; its new LoRA factors must still be those of
+    every later run with the same seed (they were not: the quick-start's first run trained differently)."""
+    import shutil
+
+    import torch
+
+    import swiftlike
+
+    built = []
+
+    def build(spec, models_dir):
+        target = models_dir / spec.name
+        if not target.exists():
+            torch.rand(4096)  # what building a model from a config does: random initial weights
+            shutil.copytree(tiny_model, target)
+            built.append(target)
+        return target
+
+    class Source:
+        @swiftlike.hookimpl
+        def register_models(self, register):
+            register("built-tiny", template="smollm2", source=build)
+
+    plugins.add(Source(), "built-tiny-source")
+    adapters = []
+    for run in ("first", "second"):
+        result = swiftlike.sft(model_type="built-tiny", dataset=str(DATA), output_dir=str(tmp_path / run),
+                               max_steps=1, learning_rate=0.0, per_device_train_batch_size=2, report_to=["none"],
+                               lora_rank=4, lora_alpha=8, seed=7)
+        adapters.append(_final_adapter(result["last_checkpoint"]))
+    assert len(built) == 1  # the first run built it, the second found it
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+
+
 def _final_adapter(path):
     return load_file(Path(path) / "adapter_model.safetensors")
 

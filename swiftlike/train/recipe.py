@@ -323,6 +323,12 @@ class TrainingRecipe:
             # every padding-free step has a new token count, so oneDNN builds new kernels each step; its default
             # cache keeps 1024 of them with their buffers and grows RSS by hundreds of MB over a run
             os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
+        from transformers import set_seed
+
+        # what is initialised here (new LoRA factors, a reward model's score head) depends on the seed alone, not on
+        # what ran since resolve() seeded: a first run that built the embedded model from its GGUF (through a
+        # randomly initialised model) drew random numbers there, and trained differently from every later run
+        set_seed(a.seed)
         model, _ = load_model_tokenizer(resolved=self.resolved, torch_dtype=self.dtype, quant_bits=a.quant_bits,
                                         quant_type=a.bnb_4bit_quant_type, double_quant=a.bnb_4bit_use_double_quant,
                                         trust_remote_code=a.trust_remote_code,
