@@ -135,3 +135,31 @@ def test_bad_plugin_files_are_one_line_before_anything_loads(tiny_model, tmp_pat
     assert message.format(file=file) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_sft_loads_a_hook_file(tiny_model, tmp_path):
+    """A file of swiftlike hooks given to sft registers what it names (here a dataset) before the data is looked up,
+    as an installed plugin would."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"Say {i}."},
+                                                        {"role": "assistant", "content": str(i)}]})
+                              for i in range(4)))
+    hooks = tmp_path / "my_hooks.py"
+    hooks.write_text(f"""
+import swiftlike
+
+
+@swiftlike.hookimpl
+def register_datasets(register):
+    register("say-numbers", path={str(data)!r}, summary="four rows")
+""")
+    out = tmp_path / "out"
+    args = ["sft", "--model", tiny_model, "--template", "smollm2", "--dataset", "say-numbers", "--max_steps", 1,
+            "--per_device_train_batch_size", 2, "--report_to", "none", "--output_dir", out,
+            "--add_output_dir_suffix", "false"]
+    proc = _cli(*args)
+    assert proc.returncode == 1 and "say-numbers" in proc.stderr  # unknown without the file
+    proc = _cli(*args, "--external_plugins", hooks)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "args.json").read_text())["external_plugins"] == [str(hooks)]
+    assert (out / "checkpoint-1" / "adapter_model.safetensors").exists()
